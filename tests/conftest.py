@@ -1,0 +1,47 @@
+"""Session fixtures: the real SmolLM2 tokenizer on a tiny random 2-layer model, built once."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+EMBEDDED_STUDENT = "embedded:smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="session")
+def real_model_path() -> str:
+    """The converted SmolLM2-135M-Instruct folder (converted once into the cache)."""
+    from evalsuite.models import resolve_model
+
+    return resolve_model(EMBEDDED_STUDENT)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory, real_model_path) -> str:
+    """A 2-layer random Llama with SmolLM2's real tokenizer and chat template (fp32, ~3 MB)."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("tiny-model")
+    cfg = AutoConfig.from_pretrained(real_model_path)
+    cfg.num_hidden_layers = 2
+    cfg.hidden_size = 64
+    cfg.intermediate_size = 128
+    cfg.num_attention_heads = 4
+    cfg.num_key_value_heads = 2
+    cfg.head_dim = 16
+    cfg.max_position_embeddings = 2048
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg).to(torch.float32)
+    model.generation_config.max_length = None
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(real_model_path).save_pretrained(out)
+    return str(out)
