@@ -1,0 +1,72 @@
+"""synthloop command line.
+
+  python -m loop run [--config configs/default.yaml] [--rounds N] [--run-dir DIR] [key.sub=value ...]
+  python -m loop status RUN_DIR
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m loop", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    run_p = sub.add_parser("run", help="run (or resume) the synthesis loop",
+                           description="Run the loop: eval -> tag -> diagnose -> synthesize + retrieve -> mix -> "
+                                       "train, for N rounds. Re-running the same command resumes: finished stages "
+                                       "(fingerprint in DONE) are skipped.")
+    run_p.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: configs/default.yaml)")
+    run_p.add_argument("--rounds", type=int, default=None, help="number of rounds (overrides the config's `rounds`)")
+    run_p.add_argument("--run-dir", default=None, help="run directory (default: runs/<config name>)")
+    run_p.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                       help="typed config overrides, e.g. train.lora.r=32 eval.limit=40")
+    st_p = sub.add_parser("status", help="print each round's stage states and scores")
+    st_p.add_argument("run_dir")
+    args = ap.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    if args.cmd == "status":
+        from loop.report import status_text
+
+        try:
+            print(status_text(Path(args.run_dir)))
+        except FileNotFoundError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
+
+    from loop.config import ConfigError, load_config
+
+    overrides = list(args.overrides) + ([f"rounds={args.rounds}"] if args.rounds is not None else [])
+    try:
+        cfg = load_config(args.config, overrides)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    run_dir = Path(args.run_dir or Path("runs") / cfg.name)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if cfg.student.model.startswith("embedded:") and cfg.teacher.model.startswith("embedded:"):
+        # the embedded default needs nothing from a hub; never let a library try
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    from loop.run import run
+
+    state = run(cfg, run_dir)
+    from loop.report import status_text
+
+    print(status_text(run_dir))
+    print(f"\nrun directory: {run_dir}   report: {run_dir / 'report.md'}   final test mean: "
+          f"{state.get('final', {}).get('test_mean')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""The local report: round-by-round scores and stage times, as text (`loop status`) and
+as ``<run>/report.md``. Reads only the run directory, so it works on a live or dead run."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from evalsuite.records import read_json
+from loop.artifacts import RunDir
+
+STAGES = ("eval", "tag", "diagnose", "synthesize", "retrieve", "mix", "train")
+
+
+def _rounds(run_dir: Path) -> list[str]:
+    names = sorted(p.name for p in run_dir.glob("round_*") if p.is_dir())
+    if (run_dir / "final").is_dir():
+        names.append("final")
+    return names
+
+
+def _scores(run_dir: Path, where: str) -> dict | None:
+    path = run_dir / where / "eval" / "results.json"
+    return read_json(path) if path.exists() else None
+
+
+def status_text(run_dir: Path) -> str:
+    rd = RunDir(run_dir)
+    if not run_dir.exists():
+        raise FileNotFoundError(f"no run directory at {run_dir}")
+    st = rd.state()
+    lines = [f"run {st.get('name', run_dir.name)} at {run_dir}  status={st.get('status', '?')}  "
+             f"rounds planned={st.get('rounds_planned', '?')}"]
+    for where in _rounds(run_dir):
+        stages = ("eval",) if where == "final" else STAGES
+        cells = []
+        for s in stages:
+            state, info = rd.stage_status(where, s)
+            cells.append(f"{s}:{state}" + (f"({info.get('wall_s', 0):.0f}s)" if state == "done" else ""))
+        lines.append(f"{where:10s} " + "  ".join(cells))
+        res = _scores(run_dir, where)
+        if res:
+            for task, t in sorted(res["tasks"].items()):
+                parts = [f"{sp} {t[sp]['score']:.3f} [{t[sp]['ci_low']:.3f}, {t[sp]['ci_high']:.3f}] n={t[sp]['n']}"
+                         for sp in ("dev", "test") if sp in t]
+                lines.append(f"{'':10s}   {task:28s} " + " | ".join(parts))
+    return "\n".join(lines)
+
+
+def write_report(run_dir: Path) -> Path:
+    rd = RunDir(run_dir)
+    st = rd.state()
+    out = [f"# synthloop run `{st.get('name', run_dir.name)}`", "",
+           "| round | " + " | ".join(["test mean", "deficiencies", "synth", "retrieved", "mixed", "train loss"]) + " |",
+           "|---|---|---|---|---|---|---|"]
+    for r, info in sorted(st.get("rounds", {}).items(), key=lambda kv: int(kv[0])):
+        m = info["metrics"]
+        out.append(f"| {r} | {m.get('test/mean', 0):.3f} | {m.get('deficiencies', 0)} | {m.get('synthesize/records', 0)} "
+                   f"| {m.get('retrieve/records', 0)} | {m.get('mix/records', 0)} | {m.get('train/loss') or float('nan'):.3f} |")
+    if st.get("final"):
+        out.append(f"| final | {st['final']['test_mean']:.3f} | | | | | |")
+    out += ["", "## Stages and scores", "", "```", status_text(run_dir), "```", ""]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(out), encoding="utf-8")
+    return path

@@ -1,0 +1,189 @@
+"""THE algorithm: one round is EVAL -> TAG -> DIAGNOSE -> SYNTHESIZE + RETRIEVE -> MIX -> TRAIN.
+
+Reads top to bottom like DESIGN.md's diagram. Each stage is a function from input
+files to output files under ``round_NNN/<stage>/``; ``RunDir.stage`` makes it atomic
+and resumable (fingerprint in DONE). Model-heavy stages (eval, train, and the teacher
+on a GPU) run in subprocesses so their memory is freed when they end.
+"""
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from pathlib import Path
+
+from evalsuite.models import resolve_model
+from evalsuite.records import read_json, read_jsonl, read_records
+from loop import isolate
+from loop.artifacts import RunDir, StageResult
+from loop.config import Config, save_config, to_dict
+from loop.report import write_report
+from loop.tracking import Tracker
+
+log = logging.getLogger("loop")
+
+
+def run(cfg: Config, run_dir: Path) -> dict:
+    rd = RunDir(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    state = rd.update_state(name=cfg.name, rounds_planned=cfg.rounds, status="running")
+    tracker = Tracker(run_dir, cfg.name, to_dict(cfg), cfg.tracking.wandb, cfg.tracking.project,
+                      cfg.tracking.entity, run_id=state.get("wandb_id"))
+    rd.update_state(wandb_id=tracker.run_id, wandb_dir=tracker.run_path)
+    student = resolve_model(cfg.student.model, cfg.cache_dir)
+    cache = Path(cfg.cache_dir)
+
+    adapter, train_fp, history, test_scores = None, "base", [], []
+    try:
+        for r in range(cfg.rounds):
+            log.info("===== round %d / %d =====", r, cfg.rounds - 1)
+            walls: dict[str, float] = {}
+
+            def done(res: StageResult, walls=walls) -> None:
+                walls[res.name] = res.wall_s
+                log.info("[round %d] %-10s %s in %.1f s  %s", r, res.name,
+                         "resumed" if res.skipped else "done", res.wall_s, _brief(res.summary))
+
+            # 1. EVAL the current student (base + adapter, never merged)
+            ev = rd.stage(r, "eval", [cfg.eval, cfg.student, train_fp],
+                          lambda out: _eval(cfg, student, adapter, out), on_done=done)
+            samples = read_jsonl(ev.dir / "samples.jsonl")
+            dev = [s for s in samples if s["split"] == "dev"]
+            failures = [s for s in dev if not s["correct"]]
+
+            # 2. TAG the dev items (teacher; cached by content hash across rounds)
+            tg = rd.stage(r, "tag", [cfg.tag, cfg.teacher, ev.fingerprint],
+                          lambda out: _teacher("loop.stages:tag", cfg, out, dev=dev,
+                                               cache_path=run_dir / "cache" / "tags.jsonl"), on_done=done)
+
+            # 3. DIAGNOSE the failed dev items into ranked deficiencies
+            dg = rd.stage(r, "diagnose", [cfg.diagnose, cfg.teacher, tg.fingerprint],
+                          lambda out: _teacher("loop.stages:diagnose", cfg, out, failures=failures,
+                                               tags_path=tg.dir / "tags.jsonl"), on_done=done)
+            deficiencies = read_json(dg.dir / "deficiencies.json")["deficiencies"]
+            eval_texts = [t for s in samples for t in (s["prompt"], str(s["target"]))]
+
+            # 4. SYNTHESIZE targeted instructions for the top deficiencies
+            sy = rd.stage(r, "synthesize", [cfg.synthesize, cfg.teacher, cfg.seed, dg.fingerprint],
+                          lambda out: _teacher("loop.stages:synthesize", cfg, out, deficiencies=deficiencies,
+                                               round_idx=r, avoid_texts=eval_texts), on_done=done)
+
+            # 5. RETRIEVE matched records from the pool (neighbours of failures and deficiencies)
+            rt = rd.stage(r, "retrieve", [cfg.retrieve, dg.fingerprint],
+                          lambda out: _retrieve(cfg, cache, failures or dev, deficiencies, out), on_done=done)
+
+            # 6. MIX: dedup + decontaminate the union into the exact training input
+            from synth.mix import mix
+
+            mx = rd.stage(r, "mix", [cfg.mix, sy.fingerprint, rt.fingerprint],
+                          lambda out: mix(read_records(sy.dir / "records.jsonl"),
+                                          read_records(rt.dir / "records.jsonl"),
+                                          eval_texts, cfg.mix, out / "train_data.jsonl"), on_done=done)
+
+            # 7. TRAIN the next adapter (subprocess; a killed run resumes from its checkpoint)
+            tr = rd.stage(r, "train", [cfg.train, cfg.student, mx.fingerprint, train_fp],
+                          lambda out: isolate.call("train.lora:train", cfg.train, [mx.dir / "train_data.jsonl"],
+                                                   student, out, adapter_in=adapter, history=list(history)),
+                          keep_partial=True, on_done=done)
+            adapter, train_fp = str(tr.dir / "adapter"), tr.fingerprint
+            history.append(tr.dir / "train_set.jsonl")
+
+            # 8. TRACK
+            scores = read_json(ev.dir / "results.json")
+            test_scores.append(_headline(scores))
+            _track(rd, tracker, r, scores, ev, dg, sy, rt, mx, tr, walls)
+            if _plateaued(test_scores, cfg):
+                log.info("test score plateaued (%s); stopping after round %d", test_scores, r)
+                rd.update_state(stopped_reason="plateau")
+                break
+
+        # the last adapter is measured too: that is the student the loop hands over
+        fin = rd.stage("final", "eval", [cfg.eval, cfg.student, train_fp],
+                       lambda out: _eval(cfg, student, adapter, out))
+        final_scores = read_json(fin.dir / "results.json")
+        tracker.log({**_score_metrics(final_scores), "final": 1}, step=len(test_scores))
+        tracker.summary({"final/test_mean": _headline(final_scores)})
+        rd.update_state(status="finished", final={"adapter": adapter, "test_mean": _headline(final_scores)})
+        write_report(run_dir)
+        return rd.state()
+    finally:
+        tracker.close()
+
+
+# ------------------------------------------------------------------ stage glue
+
+def _eval(cfg: Config, student: str, adapter: str | None, out: Path) -> dict:
+    res = isolate.call("evalsuite.harness:run_eval", cfg.eval, student, adapter, out)
+    return {"test_mean": _headline(res), "wall_s": res.get("wall_s")}
+
+
+def _teacher(target: str, cfg: Config, out: Path, **kw) -> dict:
+    # a teacher on a GPU (or vLLM) gets its own process so its memory is freed afterwards
+    if cfg.teacher.backend == "vllm" or (cfg.teacher.backend == "hf" and cfg.teacher.device != "cpu"):
+        return isolate.call(target, cfg, out, **kw)
+    module, _, func = target.partition(":")
+    import importlib
+
+    return getattr(importlib.import_module(module), func)(cfg, out, **kw)
+
+
+def _retrieve(cfg: Config, cache: Path, items: list[dict], deficiencies: list[dict], out: Path) -> dict:
+    from synth.pool import load_pool
+    from synth.retrieve import retrieve
+
+    queries = [s["prompt"] for s in items] + [d["ability"] for d in deficiencies]
+    # a deficiency stands for `count` failures: weight its query accordingly
+    weights = [1.0] * len(items) + [float(max(1, d.get("count", 1))) for d in deficiencies]
+    pool = load_pool(cfg.retrieve.pool, cache)
+    return retrieve(pool, queries, cfg.retrieve, cache, out / "records.jsonl", weights=weights)
+
+
+# ------------------------------------------------------------------ tracking
+
+def _headline(results: dict) -> float:
+    vals = [t["test"]["score"] for t in results["tasks"].values() if t.get("test", {}).get("n")]
+    return round(statistics.fmean(vals), 4) if vals else 0.0
+
+
+def _score_metrics(results: dict) -> dict:
+    m = {}
+    for task, t in results["tasks"].items():
+        for split in ("dev", "test"):
+            if split in t:
+                m[f"{split}/{task}"] = t[split]["score"]
+    m["test/mean"] = _headline(results)
+    return m
+
+
+def _track(rd: RunDir, tracker: Tracker, r: int, scores: dict, ev, dg, sy, rt, mx, tr, walls: dict) -> None:
+    metrics = _score_metrics(scores)
+    tm = tr.summary
+    metrics.update({
+        "deficiencies": dg.summary.get("n_deficiencies", 0),
+        "diagnose/unparsed": dg.summary.get("unparsed", 0),
+        "synthesize/records": sy.summary.get("records", 0),
+        "retrieve/records": rt.summary.get("selected", 0),
+        "mix/records": mx.summary.get("kept", 0),
+        "train/loss": tm.get("train_loss"),
+        "train/tokens_per_s": tm.get("tokens_per_s"),
+        **{f"time/{k}": v for k, v in walls.items()},
+    })
+    tracker.log({k: v for k, v in metrics.items() if v is not None}, step=r)
+    rounds = rd.state().get("rounds", {})
+    rounds[str(r)] = {"scores": _score_metrics(scores), "metrics": metrics,
+                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    rd.update_state(rounds=rounds, current_round=r)
+
+
+def _plateaued(test_scores: list[float], cfg: Config) -> bool:
+    p = cfg.stop.patience
+    if p <= 0 or len(test_scores) <= p:
+        return False
+    best_before = max(test_scores[:-p])
+    return max(test_scores[-p:]) < best_before + cfg.stop.min_delta
+
+
+def _brief(summary: dict) -> str:
+    keys = list(summary)[:6]
+    return ", ".join(f"{k}={summary[k]}" for k in keys if not isinstance(summary[k], (dict, list)))
