@@ -38,6 +38,7 @@ SHAREGPT_FILE = "data/ShareGPT_V3_unfiltered_cleaned_split.json"
 ROLE_MAP = {"human": "user", "user": "user", "gpt": "assistant", "chatgpt": "assistant",
             "bing": "assistant", "bard": "assistant", "assistant": "assistant",
             "model": "assistant", "system": "system"}
+LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 CACHE_VERSION = 1  # bump when conversion rules change, so old caches are not reused
 
 
@@ -94,6 +95,9 @@ def _fingerprint(cfg: PoolConfig) -> tuple[Any, str]:
     the fingerprint datasets gives its cached arrow files."""
     if cfg.source == "sharegpt" or not cfg.source.startswith("hf:"):
         path = sharegpt_path() if cfg.source == "sharegpt" else Path(cfg.source)
+        if path.suffix.lower() not in LOCAL_SUFFIXES:
+            raise ValueError(f"pool.source {cfg.source!r}: expected 'sharegpt', 'hf:<id>[:split]' "
+                             f"or a {'/'.join(LOCAL_SUFFIXES)} file")
         if not path.exists():
             raise FileNotFoundError(f"pool.source: no such file {path}")
         st = path.stat()
@@ -157,9 +161,6 @@ def _iter_rows(cfg: PoolConfig, stats: Counter) -> Iterator[tuple[str, dict]]:
                 stats["rows_read"] += 1
                 yield f"{path}: record {lineno}", row
             return
-        if suffix != ".parquet":
-            raise ValueError(f"pool.source {cfg.source!r}: expected 'sharegpt', 'hf:<id>[:split]' "
-                             "or a .jsonl/.json/.parquet file")
         import datasets
 
         rows = datasets.load_dataset("parquet", data_files=str(path), split="train")
@@ -180,8 +181,8 @@ def _turns(where: str, key: str, turns: Any) -> list[tuple[str, str]]:
         if not isinstance(t, dict):
             raise PoolFormatError(f"{where}: {key}[{j}] must be an object")
         speaker = t.get("from", t.get("role"))
-        text = t.get("value", t.get("content"))
-        if speaker is None or (text is not None and not isinstance(text, str)):
+        text = t.get("value", t.get("content", 0))
+        if speaker is None or not isinstance(text, (str, type(None))):
             raise PoolFormatError(f"{where}: {key}[{j}] needs 'from'/'value' or 'role'/'content' strings")
         out.append((str(speaker).lower(), text or ""))
     return out
