@@ -1,7 +1,6 @@
 """Embeddings with the real packaged MiniLM: normalised, semantically sensible, cached per text."""
 from __future__ import annotations
 
-
 import numpy as np
 
 from synth import embed as embedmod

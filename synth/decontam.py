@@ -1,0 +1,89 @@
+"""Decontamination: no training record may share an n-gram with any eval item.
+
+Texts are compared as normalised words (``words``: Unicode NFKC, lower case, runs of
+letters/digits; punctuation and spacing ignored). Eval texts are the prompts and targets of
+all eval samples. The rule, by the length of an eval text in words:
+
+* ``>= n`` words (default 13, as in GPT-3's decontamination): every word n-gram of it is a
+  key; a record containing any of them is contaminated;
+* ``min_words <= w < n`` words: the whole text is a key; a record containing it as a
+  contiguous word sequence is contaminated;
+* ``< min_words`` words (default 6: answers such as "B", "42", "Paris", "the cell
+  membrane"): ignored, as such text occurs everywhere without being a leak. Counted.
+
+A record's text is each of its messages separately (n-grams do not span two messages).
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+
+
+def words(text: str) -> list[str]:
+    """Normalised words: NFKC, lower case, letter/digit runs (punctuation and spaces dropped)."""
+    return _WORD.findall(unicodedata.normalize("NFKC", text).lower())
+
+
+def _grams(ws: list[str], n: int):
+    for i in range(len(ws) - n + 1):
+        yield " ".join(ws[i:i + n])
+
+
+class EvalIndex:
+    """The keys of all eval texts: n-gram/whole-text string -> index of the eval text."""
+
+    def __init__(self, eval_texts: list[str], n: int = 13, min_words: int = 6):
+        if n < 1 or min_words < 1:
+            raise ValueError(f"decontam: n and min_words must be >= 1, got n={n}, min_words={min_words}")
+        self.n, self.min_words = n, min_words
+        self.keys: dict[int, dict[str, int]] = {}  # key length in words -> {key: eval idx}
+        self.stats = Counter(eval_texts=len(eval_texts))
+        for idx, text in enumerate(eval_texts):
+            ws = words(text)
+            if len(ws) >= n:
+                table = self.keys.setdefault(n, {})
+                for g in _grams(ws, n):
+                    table.setdefault(g, idx)
+                self.stats["eval_ngram_texts"] += 1
+            elif len(ws) >= min_words:
+                self.keys.setdefault(len(ws), {}).setdefault(" ".join(ws), idx)
+                self.stats["eval_short_containment"] += 1
+            else:
+                self.stats["eval_short_ignored"] += 1
+        self.stats["keys"] = sum(len(t) for t in self.keys.values())
+
+    def match(self, text: str) -> tuple[int, str] | None:
+        """(eval index, matched words) of the first key found in ``text``, else None."""
+        ws = words(text)
+        for length, table in self.keys.items():
+            for g in _grams(ws, length):
+                idx = table.get(g)
+                if idx is not None:
+                    return idx, g
+        return None
+
+
+def decontaminate(records: list[dict], eval_texts: list[str], n: int = 13,
+                  min_words: int = 6) -> tuple[list[dict], dict]:
+    """(records with no overlap with any eval text, stats). See the module doc for the rule."""
+    index = EvalIndex(eval_texts, n=n, min_words=min_words)
+    kept, examples, hit_evals = [], [], set()
+    for rec in records:
+        hit = None
+        for m in rec["messages"]:
+            hit = index.match(m["content"])
+            if hit:
+                break
+        if hit is None:
+            kept.append(rec)
+            continue
+        hit_evals.add(hit[0])
+        if len(examples) < 5:
+            examples.append({"id": rec["id"], "eval_idx": hit[0], "match": hit[1]})
+    stats = {"in": len(records), "kept": len(kept), "contaminated": len(records) - len(kept),
+             "eval_items_hit": len(hit_evals), "n": n, "min_words": min_words,
+             **dict(index.stats), "examples": examples}
+    return kept, stats

@@ -1,0 +1,67 @@
+"""Decontamination: n-gram overlap, short-text containment, ignored tiny targets, normalisation."""
+from __future__ import annotations
+
+import pytest
+
+from evalsuite.records import make_record
+from synth.decontam import EvalIndex, decontaminate, words
+
+EVAL_PROMPT = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many "
+               "clips in May. How many clips did Natalia sell altogether in April and May?")
+
+
+def rec(user: str, answer: str = "Sure, here it is.", rid: str | None = None) -> dict:
+    return make_record([{"role": "user", "content": user}, {"role": "assistant", "content": answer}], "t", id=rid)
+
+
+def test_words_normalise_case_punctuation_and_unicode():
+    assert words("Héllo,  WORLD!! ｆｕｌｌ-width_x") == ["héllo", "world", "full", "width", "x"]
+
+
+def test_long_eval_text_matches_any_13_gram_even_reformatted():
+    piece = " ".join(EVAL_PROMPT.split()[3:17])  # 14 words from the middle
+    assert len(words(piece)) >= 13
+    leaked = rec(f"Here's a puzzle: {piece.upper()}!!! Can you solve it?", rid="leak")
+    clean = rec("Natalia sold clips to her friends. How many clips did she sell?", rid="clean")
+    in_answer = rec("Give me a word problem", answer=EVAL_PROMPT.replace(",", " ,"), rid="ans")
+    kept, stats = decontaminate([leaked, clean, in_answer], [EVAL_PROMPT, "72"])
+    assert [r["id"] for r in kept] == ["clean"]
+    assert stats["contaminated"] == 2 and stats["eval_items_hit"] == 1
+    assert stats["eval_short_ignored"] == 1 and stats["eval_ngram_texts"] == 1
+    assert {e["id"] for e in stats["examples"]} == {"leak", "ans"}
+
+
+def test_twelve_shared_words_are_not_contamination_at_n13_but_are_at_n10():
+    twelve = " ".join(EVAL_PROMPT.split()[:12])
+    r = rec(f"{twelve} something else entirely different", rid="r")
+    assert decontaminate([r], [EVAL_PROMPT])[1]["contaminated"] == 0
+    assert decontaminate([r], [EVAL_PROMPT], n=10)[1]["contaminated"] == 1
+
+
+def test_short_eval_texts_use_whole_text_containment_and_tiny_ones_are_ignored():
+    evals = ["What is the capital city of Australia?",  # 7 words: containment
+             "Paris",                                     # 1 word: ignored
+             "the cell membrane"]                         # 3 words: ignored
+    a = rec("Quick quiz. what is the CAPITAL city of australia? Answer briefly.", rid="a")
+    b = rec("What is the capital city of Austria?", rid="b")
+    c = rec("I visited Paris and studied the cell membrane.", rid="c")
+    kept, stats = decontaminate([a, b, c], evals)
+    assert [r["id"] for r in kept] == ["b", "c"]
+    assert stats["eval_short_containment"] == 1 and stats["eval_short_ignored"] == 2
+    kept, _ = decontaminate([a, b, c], evals, min_words=1)
+    assert [r["id"] for r in kept] == ["b"]
+
+
+def test_ngrams_do_not_span_two_messages():
+    ws = EVAL_PROMPT.split()
+    r = make_record([{"role": "user", "content": " ".join(ws[:8])},
+                     {"role": "assistant", "content": " ".join(ws[8:16])}], "t")
+    assert decontaminate([r], [EVAL_PROMPT])[1]["contaminated"] == 0
+
+
+def test_index_counts_and_bad_params():
+    idx = EvalIndex([EVAL_PROMPT, EVAL_PROMPT], n=13)
+    assert idx.stats["keys"] == len(words(EVAL_PROMPT)) - 13 + 1
+    assert idx.match("nothing here") is None
+    with pytest.raises(ValueError, match="n and min_words"):
+        EvalIndex([], n=0)
