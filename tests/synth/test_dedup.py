@@ -69,7 +69,7 @@ def test_mix_counts_every_drop_by_reason_and_origin(tmp_path):
     assert st["dropped"]["contaminated"] == {"synth": 1, "retrieved": 1}
     assert st["dropped"]["exact_duplicate"] == 1 and st["dropped"]["near_duplicate"] == 1
     assert st["dropped"]["duplicate_by_origin"] == {"synth": 0, "retrieved": 2}
-    assert st["kept"] == {"synth": 2, "retrieved": 1} and st["total_kept"] == 3
+    assert st["kept_by_origin"] == {"synth": 2, "retrieved": 1} and st["kept"] == 3
     assert st["decontam"]["eval_short_ignored"] == 1 and st["approx_tokens"] > 0
 
 
@@ -79,4 +79,4 @@ def test_mix_rejects_bad_records_and_id_clashes(tmp_path):
     with pytest.raises(RecordError, match="id 'same'"):
         mix([rec("a", rid="same")], [rec("b", rid="same")], [], MixConfig(), tmp_path / "o.jsonl")
     st = mix([rec("a", rid="same")], [rec("a", rid="same")], [], MixConfig(), tmp_path / "o.jsonl")
-    assert st["total_kept"] == 1
+    assert st["kept"] == 1
