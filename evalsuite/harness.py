@@ -1,0 +1,229 @@
+"""The one place lm-evaluation-harness is called.
+
+``run_eval`` loads the suite's tasks through lm-eval's ``TaskManager`` (our task YAMLs under
+``configs/tasks`` plus lm-eval's own), evaluates the model (+ LoRA adapter through lm-eval's
+peft / lora_local_path path, never merged) with ``simple_evaluate(log_samples=True)``, then
+turns the logged samples into per-item rows with a dev/test split and bootstrap CIs.
+"""
+from __future__ import annotations
+
+import copy
+import importlib.metadata
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from evalsuite.records import write_json, write_jsonl
+from evalsuite.samples import plain, summarize, to_rows
+from evalsuite.suite import TASKS_DIR, Suite, SuiteError, SuiteTask, load_suite
+from evalsuite.usertask import task_config
+
+log = logging.getLogger(__name__)
+
+# config keys that decide how an item is scored; `scoring_from` copies them from another task
+SCORING_KEYS = ("process_results", "metric_list", "filter_list")
+
+
+@dataclass
+class EvalConfig:
+    suite: str = "offline"         # name of configs/suites/<name>.yaml, or a path to a suite YAML
+    limit: int | None = None       # max items per task (None = all)
+    dev_ratio: float = 0.5         # share of each task's items assigned to dev
+    batch_size: int = 16
+    max_gen_toks: int | None = None  # global cap over the per-task max_gen_toks
+    bootstrap: int = 1000          # bootstrap resamples for CIs
+    seed: int = 0
+    backend: str = "hf"            # lm-eval model type: hf | vllm
+    device: str = "cpu"
+    dtype: str = "float32"
+
+
+def lm_eval_version() -> str:
+    return importlib.metadata.version("lm_eval")
+
+
+def task_manager(suite: Suite):
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=[str(TASKS_DIR), *map(str, suite.include_path)])
+
+
+def _task_yaml(tm, name: str) -> Path:
+    entry = tm.task_index.get(name)
+    if entry is None or not entry.yaml_path:
+        raise SuiteError(f"lm-eval knows no task YAML named {name!r}")
+    return Path(entry.yaml_path)
+
+
+def _unresolved(cfg: Any, prefix: str, where: str = "") -> list[str]:
+    """Keys still holding a `!function` reference that was left unresolved (a path string)."""
+    if isinstance(cfg, dict):
+        return [k for key, v in cfg.items() for k in _unresolved(v, prefix, f"{where}.{key}" if where else key)]
+    if isinstance(cfg, list):
+        return [k for i, v in enumerate(cfg) for k in _unresolved(v, prefix, f"{where}[{i}]")]
+    return [where] if isinstance(cfg, str) and cfg.startswith(prefix) else []
+
+
+def _scored_like(tm, entry: SuiteTask) -> dict:
+    """The task's YAML loaded WITHOUT importing its !function modules (lm-eval's humaneval/mbpp
+    utils call evaluate.load, which needs the network), with the scoring keys of
+    ``entry.scoring_from`` (one of our offline-safe tasks) put in their place."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    base_path = _task_yaml(tm, entry.task or entry.name)
+    cfg = load_yaml(base_path, resolve_func=False)
+    scorer = load_yaml(_task_yaml(tm, entry.scoring_from), resolve_func=True)
+    for key in SCORING_KEYS:
+        cfg.pop(key, None)
+        if key in scorer:
+            cfg[key] = scorer[key]
+    cfg.update(copy.deepcopy(entry.overrides))
+    cfg.pop("include", None)
+    left = _unresolved(cfg, str(base_path.parent) + "/")
+    if left:
+        raise SuiteError(f"task {entry.name!r}: keys {left} of {base_path} name functions that were not "
+                         f"replaced by scoring_from={entry.scoring_from!r}; override them in 'overrides'")
+    return cfg
+
+
+def _spec(tm, entry: SuiteTask) -> str | dict:
+    """What TaskManager.load takes for this suite entry."""
+    if entry.data:
+        return {**task_config(entry.name, entry.data, entry.metric, entry.prompt), **entry.overrides}
+    if entry.scoring_from:
+        return _scored_like(tm, entry)
+    name = entry.yaml or entry.task or entry.name
+    if entry.overrides:
+        if entry.yaml:
+            raise SuiteError(f"task {entry.name!r}: 'overrides' is for registered tasks; edit your YAML instead")
+        # an inline group around the registered task/group: lm-eval merges a group's extra keys
+        # into each child's own YAML config (a bare {"task": name, ...} dict would replace it)
+        return {"group": f"{entry.name}__suite", "task": [name], **copy.deepcopy(entry.overrides)}
+    return name
+
+
+def load_tasks(suite: Suite, tm, cfg: EvalConfig) -> dict[str, tuple[SuiteTask, Any]]:
+    """lm-eval leaf task name -> (suite entry, Task), with per-task generation caps applied."""
+    out: dict[str, tuple[SuiteTask, Any]] = {}
+    for entry in suite.tasks:
+        try:
+            loaded = tm.load([_spec(tm, entry)])["tasks"]
+        except (KeyError, ValueError, FileNotFoundError, ImportError) as exc:
+            raise SuiteError(f"{suite.path}: task {entry.name!r}: lm-eval could not load it: {exc}") from exc
+        for leaf, task in loaded.items():
+            if task.get_config("output_type") == "generate_until":
+                caps = [c for c in (entry.max_gen_toks, cfg.max_gen_toks) if c]
+                if caps:
+                    task.set_config("generation_kwargs", {"max_gen_toks": min(caps)}, update=True)
+            if entry.num_fewshot is not None:
+                task.set_config("num_fewshot", entry.num_fewshot)
+            out[leaf] = (entry, task)
+    return out
+
+
+def _primary_metric(entry: SuiteTask, task) -> str:
+    if entry.primary_metric:
+        return entry.primary_metric
+    first = (task.config.metric_list or [{}])[0].get("metric")
+    return first if isinstance(first, str) else getattr(first, "__name__", str(first))
+
+
+def _choices_fn(task):
+    if task.get_config("output_type") != "multiple_choice":
+        return lambda doc: None
+    return lambda doc: [str(c) for c in task.doc_to_choice(doc)]
+
+
+def _model_args(cfg: EvalConfig, model: str, adapter: str | None) -> dict:
+    if cfg.backend == "hf":
+        args = {"pretrained": model, "dtype": cfg.dtype}
+        if adapter:
+            args["peft"] = str(adapter)
+        return args
+    if cfg.backend == "vllm":
+        args = {"pretrained": model, "dtype": cfg.dtype}
+        if adapter:
+            args["lora_local_path"] = str(adapter)
+            args["max_lora_rank"] = 64
+        return args
+    raise ValueError(f"EvalConfig.backend must be 'hf' or 'vllm', got {cfg.backend!r}")
+
+
+def _write_configs(out_dir: Path, results: dict, suite: Suite) -> None:
+    """The exact task configs lm-eval ran (callables by name) and the suite file."""
+    cdir = out_dir / "task_configs"
+    cdir.mkdir(parents=True, exist_ok=True)
+    for name, conf in (results.get("configs") or {}).items():
+        safe = name.replace("/", "_").replace(":", "_")
+        (cdir / f"{safe}.yaml").write_text(yaml.safe_dump(plain(conf), sort_keys=False, allow_unicode=True),
+                                           encoding="utf-8")
+    (cdir / "_suite.yaml").write_text(suite.path.read_text(encoding="utf-8"), encoding="utf-8")
+    (out_dir / "lm_eval_version.txt").write_text(lm_eval_version() + "\n", encoding="utf-8")
+
+
+def run_eval(cfg: EvalConfig, model: str, adapter: str | None, out_dir: Path) -> dict:
+    """Evaluate model(+adapter) on the suite; writes out_dir/results.json and out_dir/samples.jsonl
+    (+ out_dir/task_configs/ and lm-eval version); returns the same dict as results.json."""
+    import lm_eval
+
+    t0 = time.time()
+    out_dir = Path(out_dir)
+    suite = load_suite(cfg.suite)
+    tm = task_manager(suite)
+    tasks = load_tasks(suite, tm, cfg)
+
+    # per-task item caps as explicit doc indices (lm-eval's `limit` is one number for all tasks)
+    samples_idx = {}
+    for leaf, (entry, task) in tasks.items():
+        caps = [c for c in (cfg.limit, entry.limit) if c]
+        n = len(task.eval_docs)
+        samples_idx[leaf] = list(range(min([n, *caps])))
+
+    results = lm_eval.simple_evaluate(
+        model=cfg.backend, model_args=_model_args(cfg, model, adapter),
+        tasks=[task for _, task in tasks.values()], task_manager=tm,
+        batch_size=cfg.batch_size, device=cfg.device, samples=samples_idx,
+        log_samples=True, apply_chat_template=suite.apply_chat_template,
+        bootstrap_iters=0,  # our CIs are per split, computed below
+        confirm_run_unsafe_code=True,
+        random_seed=cfg.seed, numpy_random_seed=cfg.seed, torch_random_seed=cfg.seed,
+        fewshot_random_seed=cfg.seed,
+    )
+
+    rows, metric_of = [], {}
+    for leaf, (entry, task) in tasks.items():
+        n_leaves = sum(1 for e, _ in tasks.values() if e is entry)
+        metric_of[entry.name] = _primary_metric(entry, task)
+        rows += to_rows(entry.name, results["samples"].get(leaf, []), primary_metric=metric_of[entry.name],
+                        prompt_of=lambda d, t=task: str(t.doc_to_text(d)), choices_of=_choices_fn(task),
+                        filter_name=entry.filter, dev_ratio=cfg.dev_ratio,
+                        id_prefix=f"{leaf}/" if n_leaves > 1 else "")
+
+    summary = summarize(rows, bootstrap=cfg.bootstrap, seed=cfg.seed)
+    out = {
+        "tasks": {name: {"metric": metric_of[name], **summary.get(name, {})} for name in metric_of},
+        "lm_eval_version": lm_eval_version(),
+        "model": model,
+        "adapter": str(adapter) if adapter else None,
+        "suite": str(suite.path),
+        "config": asdict(cfg),
+        "lm_eval_results": plain(results.get("results", {})),
+        "n_samples": len(rows),
+        "wall_s": round(time.time() - t0, 1),
+    }
+    write_jsonl(out_dir / "samples.jsonl", rows)
+    _write_configs(out_dir, results, suite)
+    write_json(out_dir / "results.json", out)
+    return out
+
+
+def ifeval_checker():
+    """``check_instructions(response, instruction_ids, kwargs, prompt="", loose=False) -> list[bool]``:
+    the offline-safe IFEval checkers, for verifying synthesized data."""
+    from lm_eval.tasks._yaml_loader import _import_func_in_yml
+
+    return _import_func_in_yml("utils.check_instructions", TASKS_DIR / "ifeval_offline")
