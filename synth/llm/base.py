@@ -33,6 +33,7 @@ class LLMConfig:
     base_url: str = ""           # openai backend: http://host:port/v1
     api_key_env: str = "OPENAI_API_KEY"  # openai backend: env var holding the key
     gpu_memory_utilization: float = 0.85  # vllm backend
+    threads: int = 0             # hf backend: torch CPU threads (0 = torch default); 1 is far faster on a busy CPU
 
 
 @runtime_checkable

@@ -1,0 +1,164 @@
+"""Deterministic scripted backend for tests and the lead's end-to-end runs (no model).
+
+``model: <path.json>`` loads a script ``{"rules": [{"match": "<regex or substring>",
+"responses": ["...", ...]}], "default": "..."}``: the first rule whose pattern occurs in a
+prompt (all turns joined) answers, cycling through its responses. ``model: builtin``
+recognises which synthloop template it got (``synth.prompts.MARKERS``) and returns a
+valid, parseable answer that varies deterministically with the prompt; a prompt without
+a marker (a synthesized instruction) gets a short answer ending in a number derived
+from the prompt, so two samples of it agree.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Sequence
+
+from synth.llm.base import LLMConfig, Messages, Sampling
+
+
+def _h(*parts) -> int:
+    return int(hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:12], 16)
+
+
+def _joined(prompt: Messages) -> str:
+    return "\n".join(str(m.get("content", "")) for m in prompt)
+
+
+_CATEGORIES = {
+    "Math Reasoning": ["arithmetic", "word problem solving", "multi-step reasoning", "percentage calculation"],
+    "Coding": ["python programming", "string manipulation", "algorithm design", "debugging"],
+    "Instruction Following": ["format constraint", "length constraint", "lowercase writing", "keyword inclusion"],
+    "Knowledge QA": ["world knowledge", "science fact", "history fact", "geography"],
+}
+_ABILITIES = [
+    ("multi-step arithmetic", "The student stopped after the first step of the calculation."),
+    ("following formatting constraints", "The student ignored the required output format."),
+    ("reading the question carefully", "The student answered a different question than the one asked."),
+    ("factual recall", "The student gave a plausible but wrong fact."),
+    ("writing correct python code", "The student's function returns the wrong value for edge cases."),
+]
+_TOPICS = ["a bakery", "a school trip", "a garden", "a bookshop", "a football team", "a train journey"]
+_FOLLOWUPS = ["Can you explain the second step in more detail?", "What would change if the numbers were doubled?",
+              "Can you give another example like this one?", "Why is that the right approach?"]
+_DIMENSION_TAILS = {
+    "breadth": "Answer it for {topic} instead.",
+    "depth": "Explain each step of your reasoning before giving the final answer.",
+    "difficulty": "Also handle the case where every quantity is three times larger.",
+    "complexity": "Give the answer in exactly two sentences and end with the final result.",
+}
+
+
+def _last_user(prompt: Messages) -> str:
+    return next((m["content"] for m in reversed(prompt) if m.get("role") == "user"), "")
+
+
+def _builtin(prompt: Messages, occurrence: int) -> str:
+    from synth.prompts import which_prompt
+
+    text, last = _joined(prompt), _last_user(prompt)
+    h = _h(last, occurrence)
+    kind = which_prompt(text)
+    if kind == "tag":
+        low = last.lower()
+        if re.search(r"\bdef |python|function|code", low):
+            cat = "Coding"
+        elif re.search(r"\d", low):
+            cat = "Math Reasoning"
+        elif re.search(r"words|letters|format|lowercase|capital|sentence", low):
+            cat = "Instruction Following"
+        else:
+            cat = "Knowledge QA"
+        pool = _CATEGORIES[cat]
+        fine = [pool[h % len(pool)], pool[(h // 7 + 1) % len(pool)]]
+        return f"Tags: {', '.join(dict.fromkeys(fine))}\nCategory: {cat}"
+    if kind == "diagnose":
+        ability, error = _ABILITIES[_h(last) % len(_ABILITIES)]
+        return f"Ability: {ability}\nError: {error}"
+    if kind == "instruct":
+        skill = re.search(r"Skill:\s*(.+)", last)
+        skill = skill.group(1).strip() if skill else "reasoning"
+        a, b = 3 + h % 40, 2 + (h // 41) % 30
+        return (f"Question: In {_TOPICS[h % len(_TOPICS)]}, a task needs {skill}. There are {a} boxes "
+                f"with {b} items each. How many items are there in total?")
+    if kind == "evolve":
+        q = re.search(r"Question:\s*(.+)", last, re.S)
+        q = q.group(1).strip() if q else last.strip()
+        dim = next((d for d in _DIMENSION_TAILS if d in text.lower()), "depth")
+        return "New question: " + q + " " + _DIMENSION_TAILS[dim].format(topic=_TOPICS[h % len(_TOPICS)])
+    if kind == "followup":
+        return "User: " + _FOLLOWUPS[h % len(_FOLLOWUPS)]
+    n = _h(last) % 997  # seed-independent, so two samples of one instruction agree
+    return f"Let me work through this step by step. Combining the quantities gives the result. The answer is {n}."
+
+
+class FakeBackend:
+    def __init__(self, cfg: LLMConfig):
+        self.cfg = cfg
+        self.calls = 0      # generate() calls, for tests
+        self.prompts_seen = 0
+        self.rules: list[tuple[re.Pattern, list[str]]] = []
+        self.default = ""
+        self._cursor: dict[int, int] = {}
+        if cfg.model != "builtin":
+            self._load_script(Path(cfg.model))
+
+    def _load_script(self, path: Path) -> None:
+        if not path.is_file():
+            raise FileNotFoundError(f"fake backend: script {path} not found (LLMConfig.model must be "
+                                    f"'builtin' or a JSON script path)")
+        try:
+            script = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{exc.lineno}: invalid JSON in fake script ({exc.msg})") from None
+        if not isinstance(script, dict) or not isinstance(script.get("rules", []), list):
+            raise ValueError(f"{path}: fake script must be an object with a 'rules' list")
+        for i, rule in enumerate(script.get("rules", [])):
+            if not isinstance(rule, dict) or "match" not in rule or not isinstance(rule.get("responses"), list) \
+                    or not rule["responses"]:
+                raise ValueError(f"{path}: rules[{i}] needs 'match' and a non-empty 'responses' list")
+            try:
+                pat = re.compile(rule["match"], re.S)
+            except re.error:
+                pat = re.compile(re.escape(rule["match"]))
+            self.rules.append((pat, [str(r) for r in rule["responses"]]))
+        self.default = str(script.get("default", ""))
+
+    def _scripted(self, prompt: Messages) -> str:
+        text = _joined(prompt)
+        for k, (pat, responses) in enumerate(self.rules):
+            if pat.search(text):
+                i = self._cursor.get(k, 0)
+                self._cursor[k] = i + 1
+                return responses[i % len(responses)]
+        return self.default
+
+    def generate(self, prompts: Sequence[Messages], sampling: Sampling) -> list[str]:
+        from synth.llm.hf import trim_at_stop
+
+        self.calls += 1
+        self.prompts_seen += len(prompts)
+        out, seen = [], {}
+        for p in prompts:
+            key = _joined(p)
+            seen[key] = seen.get(key, -1) + 1  # identical prompts in one call answer differently
+            text = _builtin(p, seen[key] + 1000 * sampling.seed) if not self.rules and self.cfg.model == "builtin" \
+                else self._scripted(p)
+            out.append(trim_at_stop(text, sampling.stop).strip())
+        return out
+
+    def completion_logprobs(self, prompts: Sequence[Messages] | None, completions: Sequence[str]) -> list[float]:
+        if prompts is not None and len(prompts) != len(completions):
+            raise ValueError(f"completion_logprobs: {len(prompts)} prompts but {len(completions)} completions")
+        out = []
+        for i, c in enumerate(completions):
+            if prompts is None:  # unconditional: larger loss, so IFD ratios fall in (0, 1]
+                out.append(-(1.5 + (_h("u", c) % 1000) / 1000))
+            else:
+                out.append(-(0.5 + (_h("c", _joined(prompts[i]), c) % 1000) / 1000))
+        return out
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,186 @@
+"""transformers backend: batched chat generation and completion log-probs (the CPU default).
+
+Prompts are rendered with the model's chat template, sorted by length so that each
+batch pads little, generated with left padding and returned in input order. Greedy
+when ``temperature == 0``; otherwise sampling seeded by ``Sampling.seed`` (the global
+torch RNG is restored afterwards).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Sequence
+
+from synth.llm.base import LLMConfig, Messages, Sampling
+
+log = logging.getLogger(__name__)
+
+LOGIT_BUDGET = 4096  # batch x kept positions per forward in completion_logprobs (x vocab x 4 bytes)
+
+
+def trim_at_stop(text: str, stop: Sequence[str]) -> str:
+    """Cut ``text`` at the first occurrence of any stop string (generation may overshoot)."""
+    cut = len(text)
+    for s in stop:
+        if s:
+            i = text.find(s)
+            if i != -1:
+                cut = min(cut, i)
+    return text[:cut]
+
+
+class HFBackend:
+    def __init__(self, cfg: LLMConfig):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from evalsuite.models import resolve_model
+
+        self.cfg = cfg
+        self.torch = torch
+        path = resolve_model(cfg.model)
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+                 "auto": "auto"}.get(cfg.dtype)
+        if dtype is None:
+            raise ValueError(f"LLMConfig.dtype: unknown dtype {cfg.dtype!r}; use float32|bfloat16|float16|auto")
+        device = cfg.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = device
+        if cfg.threads > 0:  # process-wide, but the backend owns the process's torch work
+            torch.set_num_threads(cfg.threads)
+        self.tok = AutoTokenizer.from_pretrained(path)
+        self.tok.padding_side = "left"
+        if self.tok.pad_token is None:
+            self.tok.pad_token = self.tok.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+        if self.tok.chat_template is None:
+            raise ValueError(f"model {cfg.model!r} has no chat template; the hf backend needs a chat model")
+        self._assistant_header = self._find_assistant_header()
+
+    # ------------------------------------------------------------------ generation
+    def _render(self, messages: Messages) -> str:
+        return self.tok.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+
+    def _find_assistant_header(self) -> str:
+        """The text the template adds for ``add_generation_prompt`` (e.g. '<|im_start|>assistant\\n')."""
+        msgs = [{"role": "user", "content": "x"}]
+        with_gen = self.tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        without = self.tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=False)
+        header = with_gen[len(without):] if with_gen.startswith(without) else ""
+        return header or (self.tok.bos_token or self.tok.eos_token or "")
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tok(text, add_special_tokens=False)["input_ids"]
+
+    def generate(self, prompts: Sequence[Messages], sampling: Sampling) -> list[str]:
+        from tqdm.auto import tqdm
+
+        torch = self.torch
+        if not prompts:
+            return []
+        max_prompt = max(8, self.cfg.max_model_len - sampling.max_new_tokens)
+        encoded, truncated = [], 0
+        for p in prompts:
+            ids = self._encode(self._render(p))
+            if len(ids) > max_prompt:  # keep the tail: the question and generation prompt are at the end
+                ids, truncated = ids[-max_prompt:], truncated + 1
+            encoded.append(ids)
+        if truncated:
+            log.warning("%d prompt(s) longer than max_model_len - max_new_tokens = %d tokens were left-truncated",
+                        truncated, max_prompt)
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        outputs: list[str] = [""] * len(encoded)
+        greedy = sampling.temperature <= 0
+        gen_kwargs = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=self.tok.pad_token_id,
+                          do_sample=not greedy)
+        if greedy:
+            gen_kwargs.update(temperature=None, top_p=None, top_k=None)
+        else:
+            gen_kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=None)
+        if sampling.stop:
+            gen_kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tok)
+        bs = max(1, self.cfg.batch_size)
+        new_tokens, t0 = 0, time.time()
+        bar = tqdm(total=len(encoded), desc=f"generate[{self.cfg.model.split('/')[-1]}]", unit="prompt",
+                   leave=False)
+        with torch.random.fork_rng(devices=[]), torch.inference_mode():
+            torch.manual_seed(sampling.seed)
+            for start in range(0, len(order), bs):
+                idx = order[start:start + bs]
+                batch = self.tok.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt")
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                out = self.model.generate(**batch, **gen_kwargs)
+                gen = out[:, batch["input_ids"].shape[1]:]
+                for row, i in enumerate(idx):
+                    ids = gen[row].tolist()
+                    n = len(ids)
+                    for j, t in enumerate(ids):  # stop counting at the first end/pad token
+                        if t in (self.tok.eos_token_id, self.tok.pad_token_id):
+                            n = j
+                            break
+                    new_tokens += n
+                    text = self.tok.decode(ids[:n], skip_special_tokens=True)
+                    outputs[i] = trim_at_stop(text, sampling.stop).strip()
+                bar.update(len(idx))
+                bar.set_postfix(tok_s=f"{new_tokens / max(time.time() - t0, 1e-6):.1f}")
+        bar.close()
+        return outputs
+
+    # ------------------------------------------------------------------ log-probs
+    def completion_logprobs(self, prompts: Sequence[Messages] | None,
+                            completions: Sequence[str]) -> list[float]:
+        """Mean log-prob per completion token, given the chat-rendered prompt.
+
+        With ``prompts=None`` the completion is scored after the bare assistant header
+        (no question), which is the unconditional term of the IFD score. An empty
+        completion scores NaN.
+        """
+        from tqdm.auto import tqdm
+
+        torch = self.torch
+        if prompts is not None and len(prompts) != len(completions):
+            raise ValueError(f"completion_logprobs: {len(prompts)} prompts but {len(completions)} completions")
+        max_len = self.cfg.max_model_len
+        seqs: list[tuple[list[int], int]] = []  # (ids, number of completion tokens at the end)
+        for k, comp in enumerate(completions):
+            ctx = self._render(prompts[k]) if prompts is not None else self._assistant_header
+            c_ids = self._encode(comp)[: max_len - 1]
+            p_ids = self._encode(ctx)[-(max_len - len(c_ids)):]
+            seqs.append((p_ids + c_ids, len(c_ids)))
+        result = [math.nan] * len(seqs)
+        order = sorted((i for i in range(len(seqs)) if seqs[i][1] > 0), key=lambda i: len(seqs[i][0]))
+        bar = tqdm(total=len(order), desc="logprobs", unit="seq", leave=False)
+        pos = 0
+        with torch.inference_mode():
+            while pos < len(order):
+                # grow the batch while the kept logits stay within budget
+                idx = [order[pos]]
+                keep = seqs[order[pos]][1] + 1
+                while (pos + len(idx) < len(order) and len(idx) < self.cfg.batch_size
+                       and (len(idx) + 1) * max(keep, seqs[order[pos + len(idx)]][1] + 1) <= LOGIT_BUDGET):
+                    keep = max(keep, seqs[order[pos + len(idx)]][1] + 1)
+                    idx.append(order[pos + len(idx)])
+                batch = self.tok.pad({"input_ids": [seqs[i][0] for i in idx]}, return_tensors="pt")
+                ids = batch["input_ids"].to(self.device)
+                mask = batch["attention_mask"].to(self.device)
+                position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids,
+                                    logits_to_keep=keep).logits.float()
+                # logits[:, j] predicts token at position L-keep+j+1; completions end at L
+                targets = ids[:, -keep + 1:]
+                lp = logits[:, :-1].gather(-1, targets.unsqueeze(-1)).squeeze(-1) \
+                    - torch.logsumexp(logits[:, :-1], dim=-1)
+                for row, i in enumerate(idx):
+                    n = seqs[i][1]
+                    result[i] = lp[row, -n:].mean().item()
+                pos += len(idx)
+                bar.update(len(idx))
+        bar.close()
+        return result
+
+    def close(self) -> None:
+        self.model = None
+        if self.device.startswith("cuda"):
+            self.torch.cuda.empty_cache()

@@ -1,0 +1,150 @@
+"""Tolerant parsers for teacher output. Each returns None when nothing usable is found.
+
+A 135M teacher rarely writes clean JSON, so the prompts ask for ``Key: value`` lines
+and numbered lists; JSON anywhere in the text is accepted too. Parsers never raise on
+model output: the caller counts a None as a parse failure and skips the item.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.S)
+_KEY_LINE = re.compile(r"^\s*[-*#>\s]*\**\s*([A-Za-z][A-Za-z _-]{0,30}?)\s*\**\s*[:=]\s*\**\s*(.*?)\s*$")
+_LIST_ITEM = re.compile(r"^\s*(?:\d{1,3}[.)]|[-*•]|\(\d{1,3}\))\s+(.*\S)\s*$")
+_REFUSAL = re.compile(
+    r"\b(i'?m sorry|i am sorry|i apologi[sz]e|i can(?:'|no)t (?:help|assist|provide|answer|do that)|"
+    r"as an ai(?: language model)?|i'?m (?:just )?an ai|i am (?:just )?an ai|i'?m unable to|i am unable to|"
+    r"i (?:do not|don't) have (?:access|the ability))\b", re.I)
+
+
+def _json_candidates(text: str):
+    for m in _FENCE.finditer(text):
+        yield m.group(1)
+    # every balanced {...} or [...] span, outermost first
+    for open_ch, close_ch in (("{", "}"), ("[", "]")):
+        start = text.find(open_ch)
+        while start != -1:
+            depth, in_str, esc = 0, False, False
+            for i in range(start, len(text)):
+                ch = text[i]
+                if in_str:
+                    esc = (ch == "\\") and not esc
+                    if ch == '"' and not esc:
+                        in_str = False
+                    continue
+                if ch == '"':
+                    in_str = True
+                elif ch == open_ch:
+                    depth += 1
+                elif ch == close_ch:
+                    depth -= 1
+                    if depth == 0:
+                        yield text[start:i + 1]
+                        break
+            start = text.find(open_ch, start + 1)
+
+
+def parse_json(text: str, want: type | None = None):
+    """First JSON value (object or array, optionally of type ``want``) found anywhere in ``text``."""
+    if not text:
+        return None
+    for cand in _json_candidates(text):
+        try:
+            val = json.loads(cand)
+        except (json.JSONDecodeError, ValueError):
+            continue
+        if want is None or isinstance(val, want):
+            return val
+    return None
+
+
+def parse_key_values(text: str, keys: list[str]) -> dict[str, str] | None:
+    """``Key: value`` lines for the given keys (case-insensitive, markdown bold tolerated).
+
+    A value may continue on following lines until the next known key. Returns the
+    keys found (at least one), first occurrence winning, or None.
+    """
+    if not text:
+        return None
+    wanted = {k.lower(): k for k in keys}
+    found: dict[str, str] = {}
+    current = None
+    for line in text.splitlines():
+        m = _KEY_LINE.match(line)
+        key = m.group(1).strip().lower() if m else None
+        if key in wanted:
+            current = wanted[key] if wanted[key] not in found else None
+            if current:
+                found[current] = m.group(2).strip().strip('"').strip()
+            continue
+        if m and key not in wanted and current and found.get(current):
+            current = None  # another key ends the value
+        elif current and line.strip():
+            found[current] = (found[current] + " " + line.strip()).strip()
+    found = {k: v for k, v in found.items() if v}
+    return found or None
+
+
+def parse_list(text: str) -> list[str] | None:
+    """Items of a numbered or bulleted list (``1. x``, ``2) y``, ``- z``), or None."""
+    if not text:
+        return None
+    items = [m.group(1).strip() for m in map(_LIST_ITEM.match, text.splitlines()) if m]
+    items = [i for i in items if i]
+    return items or None
+
+
+def split_tags(value) -> list[str]:
+    """A tag answer (``a, b; c`` or a JSON list) as a list of non-empty strings."""
+    if isinstance(value, list):
+        parts = [str(v) for v in value]
+    else:
+        parts = re.split(r"[,;|\n]", str(value or ""))
+    return [p.strip().strip("\"'`.*[]").strip() for p in parts if p.strip().strip("\"'`.*[]").strip()]
+
+
+def strip_label(text: str, labels: list[str]) -> str:
+    """Text after a leading ``Label:`` (e.g. 'Question:'), unquoted and trimmed; '' if empty."""
+    text = (text or "").strip()
+    for lab in labels:
+        m = re.search(rf"(?im)^\s*\**{re.escape(lab)}\**\s*[:：]\s*", text)
+        if m:
+            text = text[m.end():]
+            break
+    text = text.strip().strip("*").strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'`":
+        text = text[1:-1].strip()
+    return text
+
+
+def is_refusal(text: str) -> bool:
+    return bool(_REFUSAL.search(text or ""))
+
+
+_NUM = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
+
+
+def final_number(text: str) -> float | None:
+    """The answer's number: after '####' / 'answer is' / '=' if present, else the last number."""
+    if not text:
+        return None
+    for pat in (r"####\s*(.+)", r"(?i)answer(?: is)?\s*[:=]?\s*(.+)", r"\\boxed\{([^}]*)\}"):
+        m = re.search(pat, text)
+        if m:
+            nums = _NUM.findall(m.group(1))
+            if nums:
+                return _to_float(nums[0])
+    nums = _NUM.findall(text)
+    return _to_float(nums[-1]) if nums else None
+
+
+def _to_float(s: str) -> float | None:
+    s = s.replace(",", "")
+    try:
+        if "/" in s:
+            a, b = s.split("/")
+            return float(a) / float(b) if float(b) else None
+        return float(s)
+    except ValueError:
+        return None

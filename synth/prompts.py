@@ -1,0 +1,82 @@
+"""Render the teacher's Jinja prompt templates (``configs/prompts/*.j2``); the only jinja2 user.
+
+Prompts are data: a stage formats its inputs into template variables, renders here,
+and parses the answer separately (``synth.parse``). Every shipped template begins with
+a marker line (``MARKERS``) so the scripted ``fake`` backend can tell which prompt it got.
+"""
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+
+import synth
+
+PROMPTS_DIR = Path(synth.__file__).resolve().parents[1] / "configs" / "prompts"
+
+# template name -> a phrase its first line carries (used by the fake backend's builtin mode)
+MARKERS = {
+    "tag": "Label the skills",
+    "diagnose": "Find the missing ability",
+    "instruct": "Write one new question",
+    "evolve": "Rewrite the question",
+    "followup": "Continue the conversation as the user",
+}
+
+
+@functools.lru_cache(maxsize=8)
+def _env(prompts_dir: str):
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(prompts_dir),
+        undefined=jinja2.StrictUndefined,  # a missing variable is an error naming it, not ''
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False, autoescape=False)
+
+
+def render(name: str, prompts_dir: str | Path | None = None, **variables) -> str:
+    """Render ``<prompts_dir>/<name>.j2`` with ``variables``; errors name the template."""
+    import jinja2
+
+    d = Path(prompts_dir) if prompts_dir else PROMPTS_DIR
+    if not (d / f"{name}.j2").is_file():
+        raise FileNotFoundError(f"prompt template {d / (name + '.j2')} not found")
+    try:
+        return _env(str(d.resolve())).get_template(f"{name}.j2").render(**variables).strip()
+    except jinja2.UndefinedError as exc:
+        raise ValueError(f"prompt template {d / (name + '.j2')}: {exc}") from None
+
+
+_TURN = re.compile(r"^=== (system|user|assistant) ===[ \t]*$", re.M)
+
+
+def render_chat(name: str, prompts_dir: str | Path | None = None, **variables) -> list[dict]:
+    """Render a template into chat messages.
+
+    A template may hold several turns, each opened by a line ``=== system|user|assistant ===``
+    (few-shot examples as earlier turns are what a tiny chat model follows best); a template
+    without such lines is one user turn.
+    """
+    text = render(name, prompts_dir, **variables)
+    parts = _TURN.split(text)
+    if len(parts) == 1:
+        return user(text)
+    if parts[0].strip():
+        raise ValueError(f"prompt template {name}.j2: text before the first '=== role ===' line")
+    msgs = [{"role": role, "content": body.strip()} for role, body in zip(parts[1::2], parts[2::2])]
+    if not msgs or msgs[-1]["role"] != "user":
+        raise ValueError(f"prompt template {name}.j2: the last turn must be a user turn")
+    return msgs
+
+
+def user(text: str) -> list[dict]:
+    """One prompt as a chat: a single user turn (the model's template adds its system prompt)."""
+    return [{"role": "user", "content": text}]
+
+
+def which_prompt(text: str) -> str | None:
+    """Name of the shipped template ``text`` (all turns joined) was rendered from; None if none."""
+    for name, marker in MARKERS.items():
+        if marker in text:
+            return name
+    return None
