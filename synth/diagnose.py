@@ -1,0 +1,229 @@
+"""Stage 3, diagnose: the teacher explains each failed dev item; explanations merge into a ranked list.
+
+For every failure the teacher sees the question, ground truth and the student's output
+(``diagnose.j2``) and writes ``Ability:`` (what is missing) and ``Error:`` (the shortcut or
+mistake). Parsed diagnoses are grouped by the similarity of their normalised ability text
+(and the item's fine tags), and ranked by score impact: the share of each task's dev items
+the deficiency loses, averaged over the suite's tasks.
+
+Writes ``diagnoses.jsonl`` (one row per item, raw teacher text and parse status),
+``deficiencies.json`` (``{"deficiencies": [...], "stats": {...}}``) and ``report.md``.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from evalsuite.records import content_hash, write_json, write_jsonl
+from synth import parse
+from synth.llm.base import LLM, Sampling
+from synth.prompts import render_chat
+from synth.tagging import stem_word
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DiagnoseConfig:
+    max_items: int = 64            # failed dev items shown to the teacher (spread over tasks)
+    top_k: int = 10                # deficiencies kept in the ranked list
+    max_chars: int = 700           # of question / student output shown (question keeps its tail)
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    merge_threshold: float = 0.5   # similarity at which two diagnoses count as one deficiency
+    examples_per_deficiency: int = 5
+    fallback_to_tags: bool = False  # an unparseable answer falls back to the item's first fine tag
+    prompts_dir: str | None = None
+
+
+_FILLER = {"the", "a", "an", "of", "to", "and", "in", "on", "for", "with", "ability", "skill", "student",
+           "lack", "missing", "understanding", "knowledge", "how", "correctly", "correct", "proper", "properly",
+           "basic", "good", "it", "is", "are", "be", "that", "this", "their", "its", "not"}
+
+
+def ability_words(text: str) -> frozenset[str]:
+    """Content-word stems of an ability phrase: what grouping compares."""
+    return frozenset(w for w in (stem_word(x) for x in re.findall(r"[a-z0-9+#]+", text.lower()))
+                     if w not in _FILLER)
+
+
+def _jaccard(a: frozenset | set, b: frozenset | set) -> float:
+    return len(a & b) / len(a | b) if a or b else 0.0
+
+
+# ------------------------------------------------------------------ the three pieces
+def format_input(failure: dict, cfg: DiagnoseConfig) -> dict:
+    q = str(failure.get("prompt", "")).strip()
+    if len(q) > cfg.max_chars:  # lm-eval prompts may carry few-shot examples: the question is last
+        q = "... " + q[-cfg.max_chars:]
+    target = failure.get("target", "")
+    target = ", ".join(map(str, target)) if isinstance(target, list) else str(target)
+    resp = str(failure.get("response", "")).strip() or "(empty)"
+    if len(resp) > cfg.max_chars:
+        resp = resp[: cfg.max_chars] + " ..."
+    return {"question": q, "target": target.strip()[: cfg.max_chars], "response": resp}
+
+
+def parse_diagnosis(answer: str) -> dict | None:
+    """``{"ability", "error"}`` from ``Ability:``/``Error:`` lines or JSON; None without an ability."""
+    kv = parse.parse_key_values(answer, ["Ability", "Missing ability", "Skill", "Error", "Mistake"]) or {}
+    ability = kv.get("Ability") or kv.get("Missing ability") or kv.get("Skill")
+    error = kv.get("Error") or kv.get("Mistake") or ""
+    if not ability:
+        js = parse.parse_json(answer, dict) or {}
+        ability, error = js.get("ability") or js.get("missing_ability"), js.get("error") or error
+    if not ability or not isinstance(ability, str):
+        return None
+    ability = re.split(r"(?<=[a-z0-9])\.\s|\n", ability.strip())[0].strip(" .\"'")
+    ability = " ".join(ability.split()[:12])
+    if not ability_words(ability):
+        return None
+    return {"ability": ability, "error": str(error).strip()}
+
+
+# ------------------------------------------------------------------ the stage
+def _select(failures: list[dict], n: int) -> list[dict]:
+    """Up to ``n`` items, round-robin over tasks in a fixed hashed order (balanced, deterministic)."""
+    by_task: dict[str, list[dict]] = {}
+    for f in sorted(failures, key=lambda f: content_hash(f["task"], str(f["doc_id"]))):
+        by_task.setdefault(f["task"], []).append(f)
+    out, queues = [], [by_task[t] for t in sorted(by_task)]
+    while len(out) < n and any(queues):
+        for q in queues:
+            if q and len(out) < n:
+                out.append(q.pop(0))
+    return out
+
+
+def _merge(rows: list[dict], threshold: float) -> list[list[dict]]:
+    """Greedy grouping: a diagnosis joins the most similar group whose seed it matches enough."""
+    groups: list[tuple[frozenset, set, list[dict]]] = []
+    for r in rows:
+        words, tags = ability_words(r["ability"]), set(r["tags"].get("fine", []))
+        best, best_sim = None, 0.0
+        for g in groups:
+            sim = _jaccard(words, g[0])
+            if tags or g[1]:
+                sim = 0.7 * sim + 0.3 * _jaccard(tags, g[1])
+            if sim > best_sim:
+                best, best_sim = g, sim
+        if best is not None and best_sim >= threshold:
+            best[2].append(r)
+        else:
+            groups.append((words, tags, [r]))
+    return [g[2] for g in groups]
+
+
+def _deficiency(members: list[dict], task_sizes: dict[str, int], scale: dict[str, float], n_tasks: int,
+                cfg: DiagnoseConfig) -> dict:
+    norm = Counter(" ".join(sorted(ability_words(m["ability"]))) for m in members)
+    top_norm = norm.most_common(1)[0][0]
+    rep = next(m for m in members if " ".join(sorted(ability_words(m["ability"]))) == top_norm)
+    errors = [m["error"] for m in members if m["error"]]
+    tags = Counter(t for m in members for t in m["tags"].get("fine", []))
+    macro = Counter(t for m in members for t in m["tags"].get("macro", []))
+    per_task = Counter(m["task"] for m in members)
+    # each diagnosed item stands for scale[t] failures of its task when only a sample was diagnosed
+    impact_by_task = {t: min(1.0, c * scale[t] / max(task_sizes[t], 1)) for t, c in sorted(per_task.items())}
+    return {
+        "id": "def-" + content_hash(top_norm, n=10),
+        "ability": rep["ability"],
+        "error": rep["error"] or (errors[0] if errors else ""),
+        "count": len(members),
+        "tags": [t for t, _ in tags.most_common(5)],
+        "macro": [t for t, _ in macro.most_common(2)],
+        "examples": [m["key"] for m in members[: cfg.examples_per_deficiency]],
+        "tasks": sorted(per_task),
+        "impact": round(sum(impact_by_task.values()) / max(n_tasks, 1), 6),
+        "impact_by_task": {t: round(v, 6) for t, v in impact_by_task.items()},
+        "errors": list(dict.fromkeys(errors))[:3],
+    }
+
+
+def diagnose(llm: LLM, failures: list[dict], tags: dict[str, dict], cfg: DiagnoseConfig, out_dir: Path,
+             task_sizes: dict[str, int] | None = None) -> dict:
+    """Diagnose failed dev items and write the ranked deficiencies; return stats.
+
+    ``task_sizes`` is each task's number of dev items (the impact denominator); without it
+    the number of failures of that task is used, so impact becomes a share of failures.
+    """
+    out_dir = Path(out_dir)
+    for i, f in enumerate(failures):
+        missing = [k for k in ("task", "doc_id", "prompt", "target", "response") if k not in f]
+        if missing:
+            raise ValueError(f"diagnose: failure #{i} is missing key(s) {missing} "
+                             f"(expected an eval sample row from samples.jsonl)")
+    wrong = [f for f in failures if not f.get("correct") and f.get("split", "dev") != "test"]
+    stats = {"failures": len(failures), "skipped_correct_or_test": len(failures) - len(wrong)}
+    chosen = _select(wrong, cfg.max_items)
+    fail_counts = Counter(f["task"] for f in wrong)
+    sizes = {t: (task_sizes or {}).get(t, fail_counts[t]) for t in fail_counts}
+    n_tasks = len(set(task_sizes or {}) | set(fail_counts))
+    chosen_counts = Counter(f["task"] for f in chosen)
+    scale = {t: fail_counts[t] / chosen_counts[t] for t in chosen_counts}
+
+    prompts = [render_chat("diagnose", cfg.prompts_dir, **format_input(f, cfg)) for f in chosen]
+    answers = llm.generate(prompts, Sampling(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                                             stop=["\n\n"])) if prompts else []
+    rows, parsed_rows, fallbacks = [], [], 0
+    for f, ans in zip(chosen, answers):
+        key = f"{f['task']}/{f['doc_id']}"
+        item_tags = tags.get(key, {"fine": [], "macro": []})
+        d = parse_diagnosis(ans)
+        source = "teacher" if d else None
+        if d is None and cfg.fallback_to_tags and item_tags.get("fine"):
+            d, source = {"ability": item_tags["fine"][0], "error": ""}, "tags"
+            fallbacks += 1
+        row = {"key": key, "task": f["task"], "doc_id": f["doc_id"], "parsed": source == "teacher",
+               "source": source, "ability": (d or {}).get("ability"), "error": (d or {}).get("error"),
+               "tags": item_tags, "raw": ans}
+        rows.append(row)
+        if d:
+            parsed_rows.append(row)
+    groups = _merge(parsed_rows, cfg.merge_threshold)
+    defs = [_deficiency(g, sizes, scale, n_tasks, cfg) for g in groups]
+    defs.sort(key=lambda d: (-d["impact"], -d["count"], d["ability"]))
+    seen: Counter = Counter()
+    for d in defs:  # ids stay unique even if two groups share a representative ability
+        seen[d["id"]] += 1
+        if seen[d["id"]] > 1:
+            d["id"] += f"-{seen[d['id']]}"
+    n_parsed = sum(r["parsed"] for r in rows)
+    stats.update({"diagnosed": len(rows), "parsed": n_parsed, "parse_failures": len(rows) - n_parsed,
+                  "parse_rate": n_parsed / len(rows) if rows else None, "fallback_from_tags": fallbacks,
+                  "groups": len(defs), "deficiencies": min(len(defs), cfg.top_k)})
+    kept = defs[: cfg.top_k]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out_dir / "diagnoses.jsonl", rows)
+    write_json(out_dir / "deficiencies.json", {"deficiencies": kept, "stats": stats})
+    (out_dir / "report.md").write_text(_report(kept, rows, stats), encoding="utf-8")
+    log.info("diagnose: %d items, %d parsed, %d deficiencies", len(rows), n_parsed, len(kept))
+    return stats
+
+
+def _cell(s: str, n: int = 80) -> str:
+    s = " ".join(str(s).split()).replace("|", "/")
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def _report(defs: list[dict], rows: list[dict], stats: dict) -> str:
+    lines = ["# Diagnosis", "",
+             f"{stats['failures']} failures given, {stats['diagnosed']} diagnosed, {stats['parsed']} parsed "
+             f"({stats['parse_failures']} unparseable), {stats['groups']} groups, {len(defs)} kept.", ""]
+    if not defs:
+        lines.append("No deficiencies (no failed dev items, or no parseable diagnosis).")
+    else:
+        lines += ["| # | ability | error | count | impact | tasks | tags | examples |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for i, d in enumerate(defs, 1):
+            lines.append(f"| {i} | {_cell(d['ability'], 60)} | {_cell(d['error'])} | {d['count']} | "
+                         f"{d['impact']:.3f} | {', '.join(d['tasks'])} | {_cell(', '.join(d['tags']), 60)} | "
+                         f"{_cell(', '.join(d['examples']), 60)} |")
+    bad = [r for r in rows if not r["parsed"]][:5]
+    if bad:
+        lines += ["", "## Unparseable teacher answers (first 5)", ""]
+        lines += [f"- `{r['key']}`: {_cell(r['raw'], 160)}" for r in bad]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,165 @@
+"""Stage 2, tag: fine ability/knowledge tags and one macro category per text, by the teacher.
+
+Three pieces, as in distilabel's self_instruct: ``format_input`` (template variables),
+the ``tag.j2`` template, and ``parse_tags`` (tolerant: ``Tags:``/``Category:`` lines or
+JSON). Tags are normalised (case, whitespace, plural stemming) and the macro answer is
+snapped to the nearest known category ("Other" if none is close). Results are cached in
+a JSONL file keyed by the content hash of the text, so a re-run tags only new texts.
+"""
+from __future__ import annotations
+
+import difflib
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from evalsuite.records import content_hash, iter_jsonl, write_jsonl
+from synth import parse
+from synth.llm.base import LLM, Sampling
+from synth.prompts import render_chat
+
+log = logging.getLogger(__name__)
+
+MACRO_CATEGORIES = [
+    "Math Reasoning", "Logical Reasoning", "Commonsense Reasoning", "Coding", "Instruction Following",
+    "Knowledge QA", "Natural Language Processing", "Reading Comprehension", "Creative Writing",
+    "Science", "History and Social Studies", "Language Translation", "Summarization",
+    "Information Extraction", "Data Analysis", "Task Planning", "Dialogue and Chit-chat",
+    "Advice and Recommendations", "Ethics and Safety", "Business and Finance", "Health and Medicine",
+    "Law", "Education and Tutoring", "Text Editing and Rewriting", "Role Play",
+]
+OTHER = "Other"
+
+
+@dataclass
+class TagConfig:
+    categories: list[str] = field(default_factory=lambda: list(MACRO_CATEGORIES))
+    max_fine: int = 4              # fine tags kept per text
+    max_chars: int = 1200          # text shown to the teacher (head kept)
+    max_new_tokens: int = 48       # two short lines
+    temperature: float = 0.0       # greedy: tags are a labelling, and greedy makes the cache exact
+    batch_prompts: int = 64        # prompts per generate call (cache is flushed in between)
+    min_similarity: float = 0.5    # macro answer -> category snapping threshold
+    prompts_dir: str | None = None
+
+
+# ------------------------------------------------------------------ normalisation
+_KEEP_S = ("ss", "us", "is", "ics", "ous", "sis")
+
+
+def stem_word(w: str) -> str:
+    """Singular of a plural word, crudely (enough to merge 'equations' and 'equation')."""
+    if len(w) <= 3 or w.endswith(_KEEP_S):
+        return w
+    if w.endswith("ies") and len(w) > 4:
+        return w[:-3] + "y"
+    if w.endswith(("ches", "shes", "xes", "sses")):
+        return w[:-2]
+    if w.endswith("s"):
+        return w[:-1]
+    return w
+
+
+def normalize_tag(tag: str) -> str:
+    t = re.sub(r"[^\w\s+#/-]", " ", str(tag).lower())
+    words = [stem_word(w) for w in t.split()]
+    return " ".join(words).strip(" -/")
+
+
+def snap_category(answer: str | None, categories: list[str], min_similarity: float = 0.5) -> str:
+    """The known category closest to ``answer`` by string similarity, else 'Other'."""
+    if not answer:
+        return OTHER
+    a = answer.strip().strip(".").lower()
+    best, best_score = OTHER, 0.0
+    for cat in categories:
+        c = cat.lower()
+        score = difflib.SequenceMatcher(None, a, c).ratio()
+        if c in a or (a in c and len(a) >= 4):  # 'math' -> 'Math Reasoning'
+            score = max(score, 0.9)
+        aw, cw = set(map(stem_word, re.findall(r"\w+", a))), set(map(stem_word, re.findall(r"\w+", c)))
+        if aw & cw:
+            score = max(score, 0.5 + 0.4 * len(aw & cw) / len(aw | cw))
+        if score > best_score:
+            best, best_score = cat, score
+    return best if best_score >= min_similarity else OTHER
+
+
+# ------------------------------------------------------------------ the three pieces
+def format_input(text: str, cfg: TagConfig) -> dict:
+    text = text.strip()
+    if len(text) > cfg.max_chars:
+        text = text[: cfg.max_chars] + " ..."
+    return {"text": text, "categories": cfg.categories, "max_fine": cfg.max_fine}
+
+
+def parse_tags(answer: str, cfg: TagConfig) -> dict | None:
+    """``{"fine": [...], "macro": [category]}`` from the teacher's answer, or None."""
+    fine_raw, macro_raw = None, None
+    kv = parse.parse_key_values(answer, ["Tags", "Tag", "Category", "Categories"])
+    if kv:
+        fine_raw = kv.get("Tags") or kv.get("Tag")
+        macro_raw = kv.get("Category") or kv.get("Categories")
+    if not fine_raw:
+        js = parse.parse_json(answer, dict)
+        if js:
+            fine_raw = js.get("tags") or js.get("fine")
+            macro_raw = macro_raw or js.get("category") or js.get("macro")
+    fine = []
+    for t in parse.split_tags(fine_raw):
+        n = normalize_tag(t)
+        if n and len(n.split()) <= 6 and n not in fine:
+            fine.append(n)
+    if not fine:
+        return None
+    if isinstance(macro_raw, list):
+        macro_raw = macro_raw[0] if macro_raw else None
+    # a category answer like 'math, arithmetic' is snapped by its first part
+    first = parse.split_tags(macro_raw)[0] if parse.split_tags(macro_raw) else None
+    macro = snap_category(first, cfg.categories, cfg.min_similarity)
+    if macro == OTHER:  # the teacher's category was unusable: try its own fine tags
+        macro = snap_category(fine[0], cfg.categories, cfg.min_similarity + 0.2)
+    return {"fine": fine[: cfg.max_fine], "macro": [macro]}
+
+
+# ------------------------------------------------------------------ the stage
+def _load_cache(path: Path) -> dict[str, dict]:
+    if not path.exists():
+        return {}
+    return {row["key"]: row for row in iter_jsonl(path)}
+
+
+def tag_texts(llm: LLM, texts: dict[str, str], cfg: TagConfig, cache_path: Path) -> tuple[dict, dict]:
+    """Tag ``{id: text}``; return ``({id: {"fine", "macro"}}, stats)``.
+
+    Unparseable answers get ``{"fine": [], "macro": ["Other"]}`` and are counted; the
+    cache stores them too (greedy decoding would repeat them).
+    """
+    cache_path = Path(cache_path)
+    cache = _load_cache(cache_path)
+    keys = {i: content_hash(t) for i, t in texts.items()}
+    todo = sorted({k for k in keys.values() if k not in cache})
+    key_text = {keys[i]: t for i, t in texts.items()}
+    stats = {"texts": len(texts), "unique": len(set(keys.values())), "cached": len(set(keys.values())) - len(todo),
+             "prompted": len(todo), "parsed": 0, "parse_failures": 0}
+    sampling = Sampling(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, stop=["\n\n"])
+    for start in range(0, len(todo), cfg.batch_prompts):
+        chunk = todo[start:start + cfg.batch_prompts]
+        prompts = [render_chat("tag", cfg.prompts_dir, **format_input(key_text[k], cfg)) for k in chunk]
+        answers = llm.generate(prompts, sampling)
+        for k, ans in zip(chunk, answers):
+            tags = parse_tags(ans, cfg)
+            stats["parsed" if tags else "parse_failures"] += 1
+            cache[k] = {"key": k, "ok": tags is not None, "fine": (tags or {}).get("fine", []),
+                        "macro": (tags or {}).get("macro", [OTHER]), "raw": ans}
+        write_jsonl(cache_path, cache.values())  # flush: a killed run keeps finished chunks
+    out = {i: {"fine": list(cache[k]["fine"]), "macro": list(cache[k]["macro"])} for i, k in keys.items()}
+    stats["parse_rate"] = stats["parsed"] / stats["prompted"] if stats["prompted"] else None
+    macro_counts: dict[str, int] = {}
+    for t in out.values():
+        for m in t["macro"]:
+            macro_counts[m] = macro_counts.get(m, 0) + 1
+    stats["macro_counts"] = dict(sorted(macro_counts.items(), key=lambda kv: -kv[1]))
+    log.info("tag: %d texts, %d prompted, %d parse failures", len(texts), len(todo), stats["parse_failures"])
+    return out, stats
