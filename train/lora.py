@@ -1,0 +1,293 @@
+"""LoRA SFT of one round: records -> adapter. The one module that touches peft and the Trainer.
+
+Steps (top to bottom in ``train``): pick the round's records (policy + replay), shuffle them
+with the seed, chat-template them with assistant-only labels, pack them into rows, then run
+the transformers ``Trainer`` on flat padding-free batches with a loss computed only at
+labelled positions. Checkpoints go to ``out_dir/checkpoints`` and a re-run resumes there.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from . import attention
+from .data import select_records, write_jsonl
+from .format import SkipRecord, encode
+from .packing import FlatCollator, RowDataset, make_rows
+
+log = logging.getLogger(__name__)
+
+LLAMA_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class TrainConfig:
+    # continue: train the previous round's adapter further on new data + replay (Infinity-Instruct
+    # style; cheapest per round). restart: a fresh adapter on all accumulated data (DataEnvGym, LLM2LLM).
+    policy: str = "continue"
+    replay: float = 0.25           # share of the training set drawn from earlier rounds under `continue`
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: list(LLAMA_LINEAR))
+    lr: float = 2e-4
+    epochs: float = 1.0
+    max_steps: int = -1            # > 0 overrides epochs
+    batch_size: int = 4            # packed rows per step (each up to max_seq_len tokens)
+    grad_accum: int = 1
+    max_seq_len: int = 1024        # longer records are skipped and counted, never truncated
+    pack: bool = True              # best-fit-decreasing packing; False: one record per row
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    seed: int = 0
+    device: str = "cpu"            # cpu | cuda
+    bf16: bool = False             # cuda only; fp32 on CPU (bf16 matmuls are ~250x slower there)
+    gradient_checkpointing: bool = False  # trades ~17% speed for activation memory
+    save_steps: int = 50
+    logging_steps: int = 5
+    lr_scheduler: str = "cosine"   # any transformers SchedulerType name
+    max_grad_norm: float = 1.0
+    save_total_limit: int = 2      # checkpoints kept while training (all removed after success)
+    attn_implementation: str = "packed_sdpa"  # packed_sdpa | flash_attention_2 (GPU) | sdpa (builds N*N mask)
+    eot_token: str = ""            # end-of-turn text trained with each reply; "" = tokenizer's eos
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "config") -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise KeyError(f"{where}: unknown TrainConfig key(s) {unknown}; known: {sorted(names)}")
+        return cls(**d)
+
+    def check(self) -> None:
+        if self.policy not in ("continue", "restart"):
+            raise ValueError(f"policy: expected 'continue' or 'restart', got {self.policy!r}")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device: expected 'cpu' or 'cuda', got {self.device!r}")
+        if self.bf16 and self.device == "cpu":
+            raise ValueError("bf16: true needs device: cuda (bf16 on this CPU is ~250x slower than fp32)")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device: cuda requested but torch sees no CUDA device")
+        for k in ("r", "batch_size", "grad_accum", "max_seq_len", "save_steps", "logging_steps"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k}: must be >= 1, got {getattr(self, k)}")
+
+
+def _check_base(base: str) -> str:
+    if base.startswith("embedded:"):
+        raise ValueError(f"base {base!r}: train/ takes an HF path or id; resolve embedded models first "
+                         "(evalsuite.models.resolve_model; the loop passes resolved paths)")
+    return base
+
+
+def _adapter_weights(model) -> dict[str, torch.Tensor]:
+    from peft import get_peft_model_state_dict
+
+    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+
+
+def build_model(cfg: TrainConfig, base: str, adapter_in: str | None = None):
+    """The trainable PEFT model and a word on where its adapter started.
+
+    ``continue`` with an ``adapter_in`` loads it trainable; otherwise a fresh LoRA (B = 0, so
+    the model starts as the base) seeded by ``cfg.seed``.
+    """
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM, set_seed
+
+    attention.register()
+    dtype = torch.bfloat16 if cfg.bf16 else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(_check_base(base), dtype=dtype,
+                                                 attn_implementation=cfg.attn_implementation)
+    model.config.use_cache = False  # a KV cache would also disable packed-sequence handling
+    set_seed(cfg.seed)
+    if cfg.policy == "continue" and adapter_in:
+        model = PeftModel.from_pretrained(model, adapter_in, is_trainable=True)
+        pc = model.peft_config["default"]
+        for key, have in (("r", pc.r), ("alpha", pc.lora_alpha)):
+            if have != getattr(cfg, key):
+                raise ValueError(f"{key}: config says {getattr(cfg, key)} but adapter_in {adapter_in} has {have}; "
+                                 "under policy continue they must match")
+        return model, f"adapter_in:{adapter_in}"
+    lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+                      target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
+    init = "base" if not adapter_in else f"base (policy restart; adapter_in {adapter_in} not used)"
+    return get_peft_model(model, lora), init
+
+
+def _trainer_class():
+    from transformers import Trainer
+
+    class FlatSFTTrainer(Trainer):
+        """Loss at labelled positions only: the (tokens x vocab) logits are never built for
+        prompt tokens, which on CPU is a large share of the step's memory traffic."""
+
+        loss_is_scaled_for_ga = True  # we divide by the token count of the whole accumulated step
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            shift = inputs.pop("shift_labels")[0]
+            inputs.pop("labels", None)
+            keep = (shift != -100).nonzero().flatten()
+            out = model(**inputs, logits_to_keep=keep, use_cache=False)
+            loss = F.cross_entropy(out.logits[0].float(), shift[keep], reduction="sum")
+            denom = num_items_in_batch if num_items_in_batch is not None else keep.numel()
+            loss = loss / denom
+            if self.args.average_tokens_across_devices and self.args.world_size > 1:
+                loss = loss * self.args.world_size  # DDP averages gradients; the count is global
+            return (loss, out) if return_outputs else loss
+
+    return FlatSFTTrainer
+
+
+def _rate_callback(collator: FlatCollator):
+    from transformers import TrainerCallback
+
+    class TokenRate(TrainerCallback):
+        """Adds tokens/s (this process) to every log line, so the progress output shows it."""
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.t0, self.n0 = time.perf_counter(), collator.tokens
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs is not None and "loss" in logs:
+                logs["tokens_per_s"] = round((collator.tokens - self.n0) / (time.perf_counter() - self.t0), 1)
+
+    return TokenRate()
+
+
+def _fingerprint(cfg: TrainConfig, base: str, adapter_in: str | None, records: list[dict]) -> str:
+    blob = json.dumps([dataclasses.asdict(cfg), base, adapter_in, records], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _prepare_checkpoints(ckpt: Path, fp: str) -> str | None:
+    """Last checkpoint to resume from, if ``ckpt`` holds one of this exact run; else start clean."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    stamp = ckpt / "fingerprint.txt"
+    if ckpt.exists() and (not stamp.exists() or stamp.read_text().strip() != fp):
+        log.warning("%s holds checkpoints of a different run (config or data changed); removing them", ckpt)
+        shutil.rmtree(ckpt)
+    ckpt.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fp + "\n")
+    return get_last_checkpoint(str(ckpt))
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def train(cfg: TrainConfig, data: list[Path], base: str, out_dir: Path,
+          adapter_in: str | None = None, history: Sequence[Path] = (), callbacks: Sequence = ()) -> dict:
+    """Train one round's adapter; see train/README.md for the files written. Returns metrics."""
+    from transformers import AutoTokenizer, TrainingArguments
+
+    cfg.check()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+
+    # 1. the round's records, in a seeded order (input order of files does not leak into training)
+    records, counts = select_records([Path(p) for p in data], [Path(p) for p in history],
+                                     cfg.policy, cfg.replay, cfg.seed)
+    records.sort(key=lambda r: r["id"])
+    random.Random(cfg.seed).shuffle(records)
+
+    # 2. chat template + assistant-only labels; untrainable records are counted, not changed
+    tok = AutoTokenizer.from_pretrained(_check_base(base))
+    kept, examples, skipped = [], [], {}
+    for rec in records:
+        try:
+            examples.append(encode(tok, rec, cfg.max_seq_len, cfg.eot_token or None))
+            kept.append(rec)
+        except SkipRecord as e:
+            skipped.setdefault(e.reason, []).append(rec["id"])
+    for reason, ids in skipped.items():
+        log.warning("skipped %d record(s) (%s), e.g. %s", len(ids), reason, ids[:3])
+    if not examples:
+        raise ValueError(f"no trainable records in {[str(p) for p in data]} (skipped: "
+                         f"{ {k: len(v) for k, v in skipped.items()} })")
+
+    # 3. packing; train_set.jsonl is exactly what is trained, in training order
+    rows = make_rows(examples, cfg.max_seq_len, cfg.pack, cfg.seed)
+    dataset = RowDataset(examples, rows)
+    ordered = [kept[j] for row in rows for j in row]
+    write_jsonl(out_dir / "train_set.jsonl", ordered)
+    _write_json(out_dir / "train_config.json", dataclasses.asdict(cfg))
+
+    # 4. model + Trainer; resume from this run's last checkpoint if a previous attempt was killed
+    ckpt = out_dir / "checkpoints"
+    resume = _prepare_checkpoints(ckpt, _fingerprint(cfg, base, adapter_in, ordered))
+    model, init = build_model(cfg, base, adapter_in)
+    collator = FlatCollator()
+    args = TrainingArguments(
+        output_dir=str(ckpt), per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+        learning_rate=cfg.lr, lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, optim="adamw_torch",
+        seed=cfg.seed, data_seed=cfg.seed, train_sampling_strategy="sequential",
+        use_cpu=cfg.device == "cpu", bf16=cfg.bf16,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
+        logging_steps=cfg.logging_steps, report_to="none", remove_unused_columns=False,
+        dataloader_num_workers=0, disable_tqdm=False)
+    trainer = _trainer_class()(model=model, args=args, train_dataset=dataset, data_collator=collator,
+                               callbacks=[_rate_callback(collator), *callbacks])
+    if resume:
+        log.info("resuming from %s", resume)
+    t0 = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume)
+    train_s = time.perf_counter() - t0
+
+    # 5. outputs
+    model.save_pretrained(str(out_dir / "adapter"), safe_serialization=True)
+    trainer.state.save_to_json(str(out_dir / "trainer_state.json"))
+    steps = trainer.state.global_step
+    batches = steps * cfg.grad_accum
+    per_epoch = -(-len(rows) // cfg.batch_size)
+    tokens_seen = sum(dataset.row_tokens(r) for b in range(batches)
+                      for r in range((b % per_epoch) * cfg.batch_size,
+                                     min(((b % per_epoch) + 1) * cfg.batch_size, len(rows))))
+    metrics = {
+        "train_loss": result.training_loss,
+        "loss_curve": [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h],
+        "tokens_seen": tokens_seen,
+        "trained_tokens_seen_this_process": collator.trained,
+        "tokens_this_process": collator.tokens,
+        "tokens_per_s": collator.tokens / train_s if train_s > 0 else 0.0,
+        "pad_share": collator.pad / max(collator.tokens, 1),
+        "pack_fill": sum(dataset.row_tokens(i) for i in range(len(rows))) / (len(rows) * cfg.max_seq_len),
+        "steps": steps, "rows": len(rows), "wall_s": time.perf_counter() - t_start, "train_s": train_s,
+        "n_records": len(ordered), "skipped": {k: len(v) for k, v in skipped.items()},
+        "skipped_ids": skipped, "init": init, "resumed_from": resume, **counts,
+    }
+    _write_json(out_dir / "metrics.json", metrics)
+    shutil.rmtree(ckpt, ignore_errors=True)
+    return metrics
+
+
+def export(base: str, adapter: str, out: Path) -> Path:
+    """Merge ``adapter`` into ``base`` and save a standalone HF folder (safetensors + tokenizer)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = Path(out)
+    model = AutoModelForCausalLM.from_pretrained(_check_base(base), dtype="auto")
+    merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    merged.save_pretrained(str(out), safe_serialization=True)
+    AutoTokenizer.from_pretrained(base).save_pretrained(str(out))
+    return out
