@@ -79,7 +79,8 @@ def parse_diagnosis(answer: str) -> dict | None:
         return None
     ability = re.split(r"(?<=[a-z0-9])\.\s|\n", ability.strip())[0].strip(" .\"'")
     ability = " ".join(ability.split()[:12])
-    if not ability_words(ability):
+    # an echoed calculation ('48 + 24 = 62') or answer is not an ability
+    if not ability_words(ability) or len(re.findall(r"[a-zA-Z]{2,}", ability)) < 1 or re.search(r"[=]|\d\s*[-+*/x]\s*\d", ability):
         return None
     return {"ability": ability, "error": str(error).strip()}
 

@@ -10,9 +10,8 @@ import functools
 import re
 from pathlib import Path
 
-import synth
-
-PROMPTS_DIR = Path(synth.__file__).resolve().parents[1] / "configs" / "prompts"
+# <repo>/synth/prompts.py -> <repo>/configs/prompts (this file's path: the package may be namespace-merged)
+PROMPTS_DIR = Path(__file__).resolve().parents[1] / "configs" / "prompts"
 
 # template name -> a phrase its first line carries (used by the fake backend's builtin mode)
 MARKERS = {

@@ -1,0 +1,71 @@
+"""diagnose stage: parse failures skipped and counted, merge + rank, impact, empty input."""
+import json
+
+import pytest
+
+from evalsuite.records import read_json, read_jsonl
+from synth.diagnose import DiagnoseConfig, diagnose, parse_diagnosis
+from synth.llm import LLMConfig, load_llm
+
+
+def _fail(task, i, q):
+    return {"task": task, "doc_id": i, "split": "dev", "prompt": q, "target": "7", "response": "8",
+            "extracted": "8", "correct": False, "metrics": {"acc": 0.0}}
+
+
+def test_parse_diagnosis_variants():
+    assert parse_diagnosis("Ability: Carrying in addition.\nError: forgot the carry") == \
+        {"ability": "Carrying in addition", "error": "forgot the carry"}
+    assert parse_diagnosis('{"ability": "unit conversion", "error": "used cm"}')["ability"] == "unit conversion"
+    assert parse_diagnosis("The student is wrong.") is None
+    assert parse_diagnosis("Ability: 48 + 24 = 62") is None  # an echoed calculation is not an ability
+
+
+def test_merge_rank_and_counted_parse_failures(tmp_path):
+    script = tmp_path / "s.json"
+    script.write_text(json.dumps({"rules": [
+        {"match": "Question: add", "responses": ["Ability: carrying in additions\nError: dropped the carry",
+                                                  "Ability: Carrying in addition.\nError: forgot to carry"]},
+        {"match": "Question: fmt", "responses": ["Ability: following the output format\nError: used caps"]},
+        {"match": "Question: junk", "responses": ["Sure, the answer is 7."]}]}))
+    llm = load_llm(LLMConfig(backend="fake", model=str(script)))
+    failures = [_fail("math", 1, "add 1"), _fail("math", 2, "add 2"), _fail("math", 3, "add 3"),
+                _fail("ifeval", 1, "fmt 1"), _fail("math", 4, "junk 4"),
+                {**_fail("math", 5, "add 5"), "correct": True}, {**_fail("math", 6, "add 6"), "split": "test"}]
+    tags = {"math/1": {"fine": ["addition"], "macro": ["Math Reasoning"]}}
+    stats = diagnose(llm, failures, tags, DiagnoseConfig(), tmp_path / "out", task_sizes={"math": 10, "ifeval": 4})
+    assert stats["skipped_correct_or_test"] == 2 and stats["diagnosed"] == 5
+    assert stats["parse_failures"] == 1 and stats["parsed"] == 4 and stats["parse_rate"] == 0.8
+    out = read_json(tmp_path / "out" / "deficiencies.json")
+    defs = out["deficiencies"]
+    assert [d["count"] for d in defs] == [3, 1]
+    top = defs[0]
+    assert top["tasks"] == ["math"] and sorted(top["examples"]) == ["math/1", "math/2", "math/3"]
+    assert top["impact"] == pytest.approx(3 / 10 / 2)  # 3 of 10 math dev items, averaged over 2 tasks
+    assert defs[1]["impact"] == pytest.approx(1 / 4 / 2) and "addition" in top["tags"]
+    assert top["ability"] and top["error"] and top["id"].startswith("def-") and defs[0]["id"] != defs[1]["id"]
+    rows = read_jsonl(tmp_path / "out" / "diagnoses.jsonl")
+    bad = [r for r in rows if not r["parsed"]]
+    assert len(bad) == 1 and bad[0]["key"] == "math/4" and bad[0]["raw"] == "Sure, the answer is 7."
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "carrying" in report.lower() and "Unparseable" in report
+
+
+def test_max_items_spreads_over_tasks_and_top_k(tmp_path):
+    llm = load_llm(LLMConfig(backend="fake", model="builtin"))
+    failures = [_fail("a", i, f"question a{i}") for i in range(10)] + [_fail("b", i, f"question b{i}") for i in range(2)]
+    stats = diagnose(llm, failures, {}, DiagnoseConfig(max_items=4, top_k=1), tmp_path)
+    rows = read_jsonl(tmp_path / "diagnoses.jsonl")
+    assert stats["diagnosed"] == 4 and sorted(r["task"] for r in rows) == ["a", "a", "b", "b"]
+    assert len(read_json(tmp_path / "deficiencies.json")["deficiencies"]) == 1
+
+
+def test_zero_failures_writes_empty_list(tmp_path):
+    stats = diagnose(None, [], {}, DiagnoseConfig(), tmp_path)
+    assert read_json(tmp_path / "deficiencies.json")["deficiencies"] == [] and stats["diagnosed"] == 0
+    assert "No deficiencies" in (tmp_path / "report.md").read_text()
+
+
+def test_bad_failure_row_names_the_key(tmp_path):
+    with pytest.raises(ValueError, match=r"failure #0 is missing key\(s\) \['prompt'"):
+        diagnose(None, [{"task": "t", "doc_id": 1, "target": "", "response": ""}], {}, DiagnoseConfig(), tmp_path)

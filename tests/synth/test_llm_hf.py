@@ -1,0 +1,58 @@
+"""hf backend on the tiny random model: input order, greedy determinism, seeded sampling, log-probs."""
+import math
+
+import pytest
+
+from synth.llm import LLMConfig, Sampling, load_llm
+
+
+@pytest.fixture(scope="module")
+def llm(tiny_model_path):
+    m = load_llm(LLMConfig(backend="hf", model=tiny_model_path, batch_size=8, max_model_len=512,
+                             threads=1))
+    yield m
+    m.close()
+
+
+PROMPTS = [[{"role": "user", "content": "Hi"}],
+           [{"role": "user", "content": "Tell me a long story about a dragon and a castle on a hill."}],
+           [{"role": "user", "content": "What is 2 + 2?"}]]
+
+
+def test_outputs_come_back_in_input_order(llm):
+    # sorted by length, both calls build the same batch, so the same seed gives the same rows
+    s = Sampling(max_new_tokens=8, temperature=1.0, top_p=1.0, seed=0)
+    a = llm.generate(PROMPTS, s)
+    b = llm.generate([PROMPTS[2], PROMPTS[0], PROMPTS[1]], s)
+    assert len(a) == 3 and all(isinstance(t, str) for t in a)
+    assert b == [a[2], a[0], a[1]]
+    assert len(set(a)) == 3  # the random model's samples differ per row
+
+
+def test_greedy_is_deterministic_and_seeded_sampling_repeats(llm):
+    greedy = Sampling(max_new_tokens=8, temperature=0)
+    assert llm.generate(PROMPTS, greedy) == llm.generate(PROMPTS, greedy)
+    s1 = Sampling(max_new_tokens=12, temperature=1.0, top_p=1.0, seed=1)
+    s2 = Sampling(max_new_tokens=12, temperature=1.0, top_p=1.0, seed=2)
+    assert llm.generate(PROMPTS, s1) == llm.generate(PROMPTS, s1)
+    assert llm.generate(PROMPTS, s1) != llm.generate(PROMPTS, s2)
+
+
+def test_small_batches_match_one_big_batch(tiny_model_path):
+    one = load_llm(LLMConfig(backend="hf", model=tiny_model_path, batch_size=1, threads=1))
+    greedy = Sampling(max_new_tokens=6, temperature=0)
+    assert [one.generate([p], greedy)[0] for p in PROMPTS] == one.generate(PROMPTS, greedy)
+
+
+def test_completion_logprobs_shapes_and_batch_invariance(llm):
+    comps = ["Four.", "Once upon a time there was a dragon.", ""]
+    lp = llm.completion_logprobs(PROMPTS, comps)
+    assert len(lp) == 3
+    assert lp[0] < 0 and lp[1] < 0 and math.isnan(lp[2])
+    alone = llm.completion_logprobs([PROMPTS[1]], [comps[1]])[0]
+    assert alone == pytest.approx(lp[1], abs=1e-4)  # left padding + position ids do not change scores
+    unc = llm.completion_logprobs(None, comps[:2])
+    assert len(unc) == 2 and all(v < 0 for v in unc)
+    assert unc[1] != pytest.approx(lp[1], abs=1e-6)  # conditioning on the prompt matters
+    with pytest.raises(ValueError, match="2 prompts but 3 completions"):
+        llm.completion_logprobs(PROMPTS[:2], comps)

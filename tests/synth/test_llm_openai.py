@@ -1,0 +1,85 @@
+"""openai backend against a tiny OpenAI-compatible server on 127.0.0.1 (started and stopped here)."""
+import json
+import math
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from synth.llm import LLMConfig, Sampling, load_llm
+
+
+class Handler(BaseHTTPRequestHandler):
+    bodies = []
+
+    def log_message(self, *a):
+        pass
+
+    def _send(self, code, obj):
+        data = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        Handler.bodies.append((self.path, body, self.headers.get("Authorization")))
+        if self.path == "/v1/chat/completions":
+            text = body["messages"][-1]["content"]
+            if text == "bad":
+                return self._send(400, {"error": "bad request"})
+            return self._send(200, {"choices": [{"message": {"role": "assistant",
+                                                             "content": f"echo: {text} STOP tail"}}]})
+        if self.path == "/v1/completions":
+            prompt = body["prompt"]  # one 'token' per character, log-prob -0.5 each, plus one generated token
+            return self._send(200, {"choices": [{"text": prompt + "x", "logprobs": {
+                "tokens": list(prompt) + ["x"], "text_offset": list(range(len(prompt) + 1)),
+                "token_logprobs": [None] + [-0.5] * (len(prompt) - 1) + [-9.0]}}]})
+        self._send(404, {"error": "no such path"})
+
+
+@pytest.fixture()
+def server():
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.timeout = 5
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    t.start()
+    Handler.bodies = []
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_generate_keeps_order_trims_stop_and_sends_sampling(server, monkeypatch):
+    monkeypatch.setenv("TEST_KEY", "sk-test")
+    llm = load_llm(LLMConfig(backend="openai", model="served-model", base_url=server, api_key_env="TEST_KEY",
+                             batch_size=4))
+    prompts = [[{"role": "user", "content": f"q{i}"}] for i in range(6)]
+    out = llm.generate(prompts, Sampling(max_new_tokens=7, temperature=0.5, stop=["STOP"], seed=10))
+    assert out == [f"echo: q{i}" for i in range(6)]
+    bodies = [b for p, b, _ in Handler.bodies]
+    assert {b["max_tokens"] for b in bodies} == {7} and {b["model"] for b in bodies} == {"served-model"}
+    assert sorted(b["seed"] for b in bodies) == list(range(10, 16))  # one seed per request
+    assert {a for _, _, a in Handler.bodies} == {"Bearer sk-test"}
+
+
+def test_http_error_is_reported_with_status(server):
+    llm = load_llm(LLMConfig(backend="openai", model="m", base_url=server))
+    with pytest.raises(RuntimeError, match="HTTP 400"):
+        llm.generate([[{"role": "user", "content": "bad"}]], Sampling(temperature=0))
+
+
+def test_completion_logprobs_scores_only_the_completion(server):
+    llm = load_llm(LLMConfig(backend="openai", model="no-such-local-model", base_url=server))
+    lp = llm.completion_logprobs([[{"role": "user", "content": "hi"}]], ["abc"])
+    assert lp == [pytest.approx(-0.5)]  # the generated token's -9 is outside the completion span
+    assert math.isnan(llm.completion_logprobs(None, [""])[0])
+
+
+def test_missing_base_url_is_a_clear_error():
+    with pytest.raises(ValueError, match="base_url"):
+        load_llm(LLMConfig(backend="openai", base_url=""))

@@ -1,0 +1,53 @@
+"""tag stage: normalisation, category snapping, parse failures counted, content-hash cache."""
+import json
+
+from evalsuite.records import read_jsonl
+from synth.llm import LLMConfig, load_llm
+from synth.tagging import OTHER, TagConfig, normalize_tag, parse_tags, snap_category, tag_texts
+
+
+def test_normalize_and_snap():
+    assert normalize_tag("  Arithmetic Calculations! ") == "arithmetic calculation"
+    assert normalize_tag("Knowledge of Biologies") == "knowledge of biology"
+    assert normalize_tag("class") == "class" and normalize_tag("analysis") == "analysis"
+    cats = TagConfig().categories
+    assert snap_category("math", cats) == "Math Reasoning"
+    assert snap_category("Programming / coding", cats) == "Coding"
+    assert snap_category("Natural language processing.", cats) == "Natural Language Processing"
+    assert snap_category("zzzz qqq", cats) == OTHER and snap_category(None, cats) == OTHER
+
+
+def test_parse_tags_lines_json_and_failure():
+    cfg = TagConfig(max_fine=2)
+    t = parse_tags("Tags: Fractions, word problems, extra one\nCategory: math, arithmetic\nCategory: Science", cfg)
+    assert t == {"fine": ["fraction", "word problem"], "macro": ["Math Reasoning"]}
+    t = parse_tags('{"tags": ["Python"], "category": "Coding"}', cfg)
+    assert t == {"fine": ["python"], "macro": ["Coding"]}
+    assert parse_tags("The capital of Australia is Canberra.", cfg) is None
+
+
+def _script(tmp_path):
+    p = tmp_path / "script.json"
+    p.write_text(json.dumps({"rules": [{"match": "Request: broken", "responses": ["I will answer instead."]},
+                                       {"match": "Request: write python", "responses": ["Tags: python\nCategory: Coding"]}],
+                             "default": "Tags: arithmetic\nCategory: Math"}))
+    return load_llm(LLMConfig(backend="fake", model=str(p)))
+
+
+def test_tag_texts_counts_failures_and_reuses_cache(tmp_path):
+    llm = _script(tmp_path)
+    cache = tmp_path / "tags.jsonl"
+    texts = {"a": "What is 2+2?", "b": "broken item", "c": "write python code", "d": "What is 2+2?"}
+    tags, stats = tag_texts(llm, texts, TagConfig(), cache)
+    assert tags["a"] == tags["d"] == {"fine": ["arithmetic"], "macro": ["Math Reasoning"]}
+    assert tags["b"] == {"fine": [], "macro": [OTHER]}
+    assert tags["c"]["macro"] == ["Coding"]
+    assert stats["unique"] == 3 and stats["prompted"] == 3
+    assert stats["parse_failures"] == 1 and stats["parsed"] == 2
+    assert {r["ok"] for r in read_jsonl(cache)} == {True, False}
+
+    seen = llm.prompts_seen
+    tags2, stats2 = tag_texts(llm, {**texts, "e": "a new question"}, TagConfig(), cache)
+    assert llm.prompts_seen == seen + 1  # only the new text reaches the teacher
+    assert stats2["cached"] == 3 and stats2["prompted"] == 1
+    assert {k: tags2[k] for k in texts} == tags
