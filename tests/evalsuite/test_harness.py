@@ -1,0 +1,73 @@
+"""run_eval end to end on the tiny model: files, fields, splits, the adapter path."""
+import json
+
+import pytest
+
+from evalsuite.harness import EvalConfig, run_eval
+from evalsuite.records import read_jsonl
+from evalsuite.split import assign_split
+
+ROW_KEYS = {"task", "doc_id", "split", "prompt", "target", "response", "extracted", "correct", "metrics"}
+
+
+@pytest.fixture(scope="module")
+def offline_run(tiny_model_path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval")
+    cfg = EvalConfig(suite="offline", limit=4, max_gen_toks=8, bootstrap=50, dev_ratio=0.5)
+    return run_eval(cfg, tiny_model_path, None, out), out
+
+
+def test_offline_run_writes_results_samples_and_configs(offline_run):
+    res, out = offline_run
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["tasks"] == json.loads(json.dumps(res["tasks"]))
+    assert set(res["tasks"]) == {"math_offline", "ifeval_offline", "humaneval_offline"}
+    for name, t in res["tasks"].items():
+        assert t["metric"] and t["dev"]["n"] + t["test"]["n"] == 4
+        for sp in ("dev", "test"):
+            if t[sp]["n"]:
+                assert t[sp]["ci_low"] <= t[sp]["score"] <= t[sp]["ci_high"]
+    assert res["lm_eval_version"] == (out / "lm_eval_version.txt").read_text().strip()
+    assert {p.stem for p in (out / "task_configs").glob("*.yaml")} >= {"math_offline", "ifeval_offline",
+                                                                       "humaneval_offline", "_suite"}
+    assert res["wall_s"] > 0 and res["adapter"] is None
+
+
+def test_sample_rows(offline_run):
+    _, out = offline_run
+    rows = read_jsonl(out / "samples.jsonl")
+    assert len(rows) == 12
+    for r in rows:
+        assert ROW_KEYS <= set(r)
+        assert r["split"] == assign_split(r["task"], r["doc_id"], 0.5)
+        assert isinstance(r["correct"], bool) and isinstance(r["metrics"], dict)
+        assert "<|im_start|>" not in r["prompt"]  # the question as asked, without the chat template
+    math = [r for r in rows if r["task"] == "math_offline"]
+    assert [r["doc_id"] for r in math] == ["math-0000", "math-0001", "math-0002", "math-0003"]
+    assert math[0]["prompt"].startswith("Yusuf buys") and math[0]["target"] == "12.5"
+    he = [r for r in rows if r["task"] == "humaneval_offline"]
+    assert he[0]["doc_id"] == "HumanEval/0" and "def has_close_elements" in he[0]["extracted"]
+    ife = [r for r in rows if r["task"] == "ifeval_offline"]
+    assert json.loads(ife[0]["target"])[0]["id"]  # the constraints are the target
+
+
+def test_adapter_goes_through_lm_eval_peft(tiny_model_path, offline_run, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+    torch.manual_seed(1)
+    lora = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    with torch.no_grad():  # make the adapter matter
+        for n, p in lora.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 1.0)
+    lora.save_pretrained(tmp_path / "adapter")
+    cfg = EvalConfig(suite="offline", limit=4, max_gen_toks=8, bootstrap=50)
+    res = run_eval(cfg, tiny_model_path, str(tmp_path / "adapter"), tmp_path / "out")
+    assert res["adapter"].endswith("adapter")
+    base_rows = read_jsonl(offline_run[1] / "samples.jsonl")
+    new_rows = read_jsonl(tmp_path / "out" / "samples.jsonl")
+    assert [r["doc_id"] for r in new_rows] == [r["doc_id"] for r in base_rows]
+    assert [r["response"] for r in new_rows] != [r["response"] for r in base_rows]
