@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     run_dir = Path(args.run_dir or Path("runs") / cfg.name)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if cfg.student.model.startswith("embedded:") and cfg.teacher.model.startswith("embedded:"):
+    if _all_local(cfg):
         # the embedded default needs nothing from a hub; never let a library try
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -66,6 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nrun directory: {run_dir}   report: {run_dir / 'report.md'}   final test mean: "
           f"{state.get('final', {}).get('test_mean')}")
     return 0
+
+
+def _all_local(cfg) -> bool:
+    def local(model: str) -> bool:
+        return model.startswith("embedded:") or Path(model).exists() or model == "builtin"
+
+    return (local(cfg.student.model) and local(cfg.teacher.model) and cfg.eval.suite != "hub"
+            and not cfg.retrieve.pool.source.startswith("hf:"))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evalsuite.records import read_json
+from evalsuite.records import read_json, read_jsonl
+from evalsuite.stats import paired_diff
 from loop.artifacts import RunDir
 
 STAGES = ("eval", "tag", "diagnose", "synthesize", "retrieve", "mix", "train")
@@ -45,6 +46,19 @@ def status_text(run_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def paired_vs_first(run_dir: Path) -> list[str]:
+    """Each later round (and final) against round 0 on the same test items: paired difference + 95% CI."""
+    evals = [w for w in _rounds(run_dir) if (run_dir / w / "eval" / "samples.jsonl").exists()]
+    if len(evals) < 2:
+        return []
+    base = read_jsonl(run_dir / evals[0] / "eval" / "samples.jsonl")
+    lines = ["| vs round_000 | task | diff | 95% CI | n |", "|---|---|---|---|---|"]
+    for where in evals[1:]:
+        for task, d in paired_diff(base, read_jsonl(run_dir / where / "eval" / "samples.jsonl")).items():
+            lines.append(f"| {where} | {task} | {d['diff']:+.3f} | [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] | {d['n']} |")
+    return lines
+
+
 def write_report(run_dir: Path) -> Path:
     rd = RunDir(run_dir)
     st = rd.state()
@@ -57,6 +71,9 @@ def write_report(run_dir: Path) -> Path:
                    f"| {m.get('retrieve/records', 0)} | {m.get('mix/records', 0)} | {m.get('train/loss') or float('nan'):.3f} |")
     if st.get("final"):
         out.append(f"| final | {st['final']['test_mean']:.3f} | | | | | |")
+    paired = paired_vs_first(run_dir)
+    if paired:
+        out += ["", "## Test-score change against round 0 (paired, same items)", "", *paired]
     out += ["", "## Stages and scores", "", "```", status_text(run_dir), "```", ""]
     path = run_dir / "report.md"
     path.write_text("\n".join(out), encoding="utf-8")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from evalsuite.models import resolve_model
 from evalsuite.records import read_json, read_jsonl, read_records
+from evalsuite.stats import paired_diff
 from loop import isolate
 from loop.artifacts import RunDir, StageResult
 from loop.config import Config, save_config, to_dict
@@ -92,7 +93,8 @@ def run(cfg: Config, run_dir: Path) -> dict:
             # 8. TRACK
             scores = read_json(ev.dir / "results.json")
             test_scores.append(_headline(scores))
-            _track(rd, tracker, r, scores, ev, dg, sy, rt, mx, tr, walls)
+            _track(rd, tracker, r, scores, dict(tag=tg, diagnose=dg, synthesize=sy, retrieve=rt, mix=mx, train=tr),
+                   walls)
             if _plateaued(test_scores, cfg):
                 log.info("test score plateaued (%s); stopping after round %d", test_scores, r)
                 rd.update_state(stopped_reason="plateau")
@@ -156,19 +158,28 @@ def _score_metrics(results: dict) -> dict:
     return m
 
 
-def _track(rd: RunDir, tracker: Tracker, r: int, scores: dict, ev, dg, sy, rt, mx, tr, walls: dict) -> None:
+def _track(rd: RunDir, tracker: Tracker, r: int, scores: dict, st: dict[str, StageResult], walls: dict) -> None:
     metrics = _score_metrics(scores)
-    tm = tr.summary
+    tg, dg, sy, rt, mx, tr = (st[k] for k in ("tag", "diagnose", "synthesize", "retrieve", "mix", "train"))
     metrics.update({
-        "deficiencies": dg.summary.get("n_deficiencies", 0),
-        "diagnose/unparsed": dg.summary.get("unparsed", 0),
+        "tag/parse_failures": tg.summary.get("parse_failures", 0),
+        "deficiencies": dg.summary.get("deficiencies", 0),
+        "diagnose/failures": dg.summary.get("failures", 0),
+        "diagnose/parse_failures": dg.summary.get("parse_failures", 0),
         "synthesize/records": sy.summary.get("records", 0),
+        "synthesize/multi_turn": sy.summary.get("multi_turn_records", 0),
         "retrieve/records": rt.summary.get("selected", 0),
+        "retrieve/mean_similarity": rt.summary.get("mean_similarity"),
         "mix/records": mx.summary.get("kept", 0),
-        "train/loss": tm.get("train_loss"),
-        "train/tokens_per_s": tm.get("tokens_per_s"),
+        "train/loss": tr.summary.get("train_loss"),
+        "train/tokens": tr.summary.get("tokens_seen"),
+        "train/tokens_per_s": tr.summary.get("tokens_per_s"),
         **{f"time/{k}": v for k, v in walls.items()},
     })
+    if r > 0:  # paired change on the same test items against the previous round
+        prev = read_jsonl(rd.round_dir(r - 1) / "eval" / "samples.jsonl")
+        cur = read_jsonl(rd.round_dir(r) / "eval" / "samples.jsonl")
+        metrics.update({f"delta/{task}": d["diff"] for task, d in paired_diff(prev, cur).items()})
     tracker.log({k: v for k, v in metrics.items() if v is not None}, step=r)
     rounds = rd.state().get("rounds", {})
     rounds[str(r)] = {"scores": _score_metrics(scores), "metrics": metrics,
