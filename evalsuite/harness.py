@@ -82,6 +82,8 @@ def _scored_like(tm, entry: SuiteTask) -> dict:
         if key in scorer:
             cfg[key] = scorer[key]
     cfg.update(copy.deepcopy(entry.overrides))
+    if entry.num_fewshot is not None:
+        cfg["num_fewshot"] = entry.num_fewshot
     cfg.pop("include", None)
     left = _unresolved(cfg, str(base_path.parent) + "/")
     if left:
@@ -100,10 +102,30 @@ def _spec(tm, entry: SuiteTask) -> str | dict:
     if entry.overrides:
         if entry.yaml:
             raise SuiteError(f"task {entry.name!r}: 'overrides' is for registered tasks; edit your YAML instead")
-        # an inline group around the registered task/group: lm-eval merges a group's extra keys
-        # into each child's own YAML config (a bare {"task": name, ...} dict would replace it)
-        return {"group": f"{entry.name}__suite", "task": [name], **copy.deepcopy(entry.overrides)}
+        return _with_overrides(tm, entry, name)
     return name
+
+
+def _with_overrides(tm, entry: SuiteTask, name: str) -> dict:
+    """A registered task's own YAML config (includes and !functions resolved) with the suite's
+    overrides on top, as an inline config: a bare {"task": name, ...} would replace the YAML."""
+    from lm_eval.tasks._index import Kind
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    found = tm.task_index.get(name)
+    if found is None:
+        raise SuiteError(f"task {entry.name!r}: lm-eval knows no task named {name!r}")
+    if found.kind not in (Kind.TASK,) or not found.yaml_path:
+        raise SuiteError(f"task {entry.name!r}: 'overrides' applies to single YAML tasks, and {name!r} is a "
+                         f"{found.kind.name.lower()}; list its tasks one by one instead")
+    cfg = load_yaml(found.yaml_path, resolve_func=True)
+    for key in ("tag", "group", "task_list"):
+        cfg.pop(key, None)
+    cfg.update(copy.deepcopy(entry.overrides))
+    if entry.num_fewshot is not None:
+        cfg["num_fewshot"] = entry.num_fewshot
+    cfg["task"] = name
+    return cfg
 
 
 def load_tasks(suite: Suite, tm, cfg: EvalConfig) -> dict[str, tuple[SuiteTask, Any]]:
