@@ -20,7 +20,7 @@ from pathlib import Path
 from evalsuite.records import content_hash, write_json, write_jsonl
 from synth import parse
 from synth.llm.base import LLM, Sampling
-from synth.prompts import render_chat
+from synth.prompts import render_chat, with_prefill
 from synth.tagging import stem_word
 
 log = logging.getLogger(__name__)
@@ -78,9 +78,9 @@ def parse_diagnosis(answer: str) -> dict | None:
     if not ability or not isinstance(ability, str):
         return None
     ability = re.split(r"(?<=[a-z0-9])\.\s|\n", ability.strip())[0].strip(" .\"'")
-    ability = " ".join(ability.split()[:12])
     # an echoed calculation ('48 + 24 = 62') or answer is not an ability
-    if not ability_words(ability) or len(re.findall(r"[a-zA-Z]{2,}", ability)) < 1 or re.search(r"[=]|\d\s*[-+*/x]\s*\d", ability):
+    if not ability_words(ability) or not parse.looks_like_label(ability, 12) \
+            or re.search(r"[=]|\d\s*[-+*/x]\s*\d", ability):
         return None
     return {"ability": ability, "error": str(error).strip()}
 
@@ -170,7 +170,8 @@ def diagnose(llm: LLM, failures: list[dict], tags: dict[str, dict], cfg: Diagnos
     answers = llm.generate(prompts, Sampling(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                                              stop=["\n\n"])) if prompts else []
     rows, parsed_rows, fallbacks = [], [], 0
-    for f, ans in zip(chosen, answers):
+    for f, prompt, ans in zip(chosen, prompts, answers):
+        ans = with_prefill(prompt, ans)
         key = f"{f['task']}/{f['doc_id']}"
         item_tags = tags.get(key, {"fine": [], "macro": []})
         d = parse_diagnosis(ans)

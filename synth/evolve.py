@@ -14,7 +14,7 @@ from typing import Sequence
 
 from synth import parse
 from synth.llm.base import LLM, Sampling
-from synth.prompts import render_chat
+from synth.prompts import render_chat, with_prefill
 
 DIMENSIONS = {
     "breadth": "about a new situation or topic that needs the same skill",
@@ -63,8 +63,8 @@ def evolve(llm: LLM, instructions: Sequence[str], rng: random.Random, sampling: 
     answers = llm.generate(prompts, sampling) if prompts else []
     stats = {"prompted": len(prompts), "kept": 0, "parse_failures": 0, "eliminated": {}, "by_dimension": {}}
     out = []
-    for ins, d, ans in zip(instructions, dims, answers):
-        evolved = parse_evolved(ans)
+    for ins, d, prompt, ans in zip(instructions, dims, prompts, answers):
+        evolved = parse_evolved(with_prefill(prompt, ans))
         if evolved is None:
             stats["parse_failures"] += 1
             out.append((None, d))

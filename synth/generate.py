@@ -22,7 +22,7 @@ from evalsuite.records import content_hash, make_record, write_jsonl
 from synth import evolve as evolve_mod
 from synth import multiturn, parse, verify
 from synth.llm.base import LLM, Sampling
-from synth.prompts import render_chat, user
+from synth.prompts import render_chat, user, with_prefill
 
 log = logging.getLogger(__name__)
 
@@ -157,8 +157,8 @@ def synthesize(llm: LLM, deficiencies: list[dict], cfg: SynthConfig, round_idx: 
     seen = NearCopyFilter(threshold=0.9)  # near-exact duplicates within this run
     items: list[dict] = []
     per_def: dict[str, int] = {}
-    for (d, topic), ans in zip(jobs, answers):
-        ins = parse_instruction(ans)
+    for (d, topic), prompt, ans in zip(jobs, prompts, answers):
+        ins = parse_instruction(with_prefill(prompt, ans))
         if ins is None:
             st["parse_failures"] += 1
             continue

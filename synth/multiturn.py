@@ -11,7 +11,7 @@ from typing import Sequence
 
 from synth import parse
 from synth.llm.base import LLM, Sampling
-from synth.prompts import render_chat
+from synth.prompts import render_chat, with_prefill
 from synth.verify import basic_check
 
 MAX_TURN_CHARS = 600  # per turn shown to the role-playing teacher
@@ -55,8 +55,8 @@ def extend_dialogues(llm: LLM, dialogues: list[list[dict]], targets: list[int], 
         answers = llm.generate(prompts, followup_sampling)
         stats["prompted"] += len(prompts)
         asked = []
-        for i, ans in zip(active, answers):
-            q = parse_followup(ans)
+        for i, prompt, ans in zip(active, prompts, answers):
+            q = parse_followup(with_prefill(prompt, ans))
             if q is None:
                 stats["parse_failures"] += 1
             else:

@@ -118,6 +118,20 @@ def strip_label(text: str, labels: list[str]) -> str:
     return text
 
 
+_CHATTY = re.compile(r"(?i)(\b(i|i'm|i'll|me|my|you|your|we|our)\b|\banswer is\b|^(sure|okay|ok|yes|no|here|hello|hi)\b)")
+
+
+def looks_like_label(text: str, max_words: int) -> bool:
+    """A short descriptive phrase (a tag, an ability) rather than chat or an answer.
+
+    With a prefilled ``Tags:`` any continuation 'parses', so the value itself is checked:
+    at most ``max_words`` words, no first/second person, no 'answer is', no 'Sure, ...'.
+    """
+    text = (text or "").strip()
+    return bool(text) and len(text.split()) <= max_words and not _CHATTY.search(text) \
+        and bool(re.search(r"[A-Za-z]{2,}", text))
+
+
 def is_refusal(text: str) -> bool:
     return bool(_REFUSAL.search(text or ""))
 

@@ -54,7 +54,8 @@ def render_chat(name: str, prompts_dir: str | Path | None = None, **variables) -
 
     A template may hold several turns, each opened by a line ``=== system|user|assistant ===``
     (few-shot examples as earlier turns are what a tiny chat model follows best); a template
-    without such lines is one user turn.
+    without such lines is one user turn. A final assistant turn is a prefill (the answer's
+    first words, e.g. ``Tags:``); join it back with :func:`with_prefill` before parsing.
     """
     text = render(name, prompts_dir, **variables)
     parts = _TURN.split(text)
@@ -63,9 +64,20 @@ def render_chat(name: str, prompts_dir: str | Path | None = None, **variables) -
     if parts[0].strip():
         raise ValueError(f"prompt template {name}.j2: text before the first '=== role ===' line")
     msgs = [{"role": role, "content": body.strip()} for role, body in zip(parts[1::2], parts[2::2])]
-    if not msgs or msgs[-1]["role"] != "user":
-        raise ValueError(f"prompt template {name}.j2: the last turn must be a user turn")
+    if not msgs or msgs[-1]["role"] == "system" or (msgs[-1]["role"] == "assistant" and len(msgs) < 2):
+        raise ValueError(f"prompt template {name}.j2: the last turn must be a user turn or an assistant prefill")
     return msgs
+
+
+def with_prefill(messages: list[dict], answer: str) -> str:
+    """The whole answer: the prompt's assistant prefill (if any) followed by the generated text."""
+    if not messages or messages[-1]["role"] != "assistant":
+        return answer
+    prefill = messages[-1]["content"]
+    if answer.lstrip().startswith(prefill.strip()):  # a backend that ignores prefills answers in full
+        return answer
+    sep = "" if not answer or answer[0].isspace() or prefill.endswith((" ", "\n")) else " "
+    return prefill + sep + answer
 
 
 def user(text: str) -> list[dict]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from evalsuite.records import content_hash, iter_jsonl, write_jsonl
 from synth import parse
 from synth.llm.base import LLM, Sampling
-from synth.prompts import render_chat
+from synth.prompts import render_chat, with_prefill
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def parse_tags(answer: str, cfg: TagConfig) -> dict | None:
     fine = []
     for t in parse.split_tags(fine_raw):
         n = normalize_tag(t)
-        if n and len(n.split()) <= 6 and n not in fine:
+        if n and parse.looks_like_label(t, 5) and n not in fine:
             fine.append(n)
     if not fine:
         return None
@@ -148,7 +148,8 @@ def tag_texts(llm: LLM, texts: dict[str, str], cfg: TagConfig, cache_path: Path)
         chunk = todo[start:start + cfg.batch_prompts]
         prompts = [render_chat("tag", cfg.prompts_dir, **format_input(key_text[k], cfg)) for k in chunk]
         answers = llm.generate(prompts, sampling)
-        for k, ans in zip(chunk, answers):
+        for k, prompt, ans in zip(chunk, prompts, answers):
+            ans = with_prefill(prompt, ans)
             tags = parse_tags(ans, cfg)
             stats["parsed" if tags else "parse_failures"] += 1
             cache[k] = {"key": k, "ok": tags is not None, "fine": (tags or {}).get("fine", []),

@@ -3,7 +3,9 @@
 ``generate(list of message lists, sampling) -> list of texts`` and, for IFD scoring,
 ``completion_logprobs(prompts, completions) -> per-completion mean token log-probs``
 (both conditional on the prompt and, when ``prompts`` is None, unconditional).
-Backends know nothing of the loop's stages.
+A message list that ends with an assistant turn is a *prefill*: the backend continues
+that turn and returns only the continuation (tiny teachers follow a format far more
+often when its first words are given). Backends know nothing of the loop's stages.
 """
 from __future__ import annotations
 

@@ -61,6 +61,9 @@ class HFBackend:
 
     # ------------------------------------------------------------------ generation
     def _render(self, messages: Messages) -> str:
+        if messages and messages[-1]["role"] == "assistant":  # prefill: continue the final turn
+            return self.tok.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=False,
+                                                continue_final_message=True)
         return self.tok.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
 
     def _find_assistant_header(self) -> str:

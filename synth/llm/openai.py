@@ -75,6 +75,9 @@ class OpenAIBackend:
                 body["stop"] = list(sampling.stop)[:4]  # the OpenAI API allows at most 4
             if not greedy:
                 body["seed"] = sampling.seed + i  # identical prompts still sample differently
+            if messages and messages[-1]["role"] == "assistant":
+                # prefill: vLLM serve's extension of the chat API; other servers may ignore it
+                body.update(add_generation_prompt=False, continue_final_message=True)
             data = self._post("/chat/completions", body)
             try:
                 text = data["choices"][0]["message"]["content"] or ""

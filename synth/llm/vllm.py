@@ -40,8 +40,18 @@ class VLLMBackend:
         if not prompts:
             return []
         params = [self._params(sampling, i) for i in range(len(prompts))]
-        outs = self.engine.chat([list(p) for p in prompts], sampling_params=params, use_tqdm=True)
-        return [o.outputs[0].text.strip() for o in outs]
+        texts = [""] * len(prompts)
+        # LLM.chat takes one prefill mode per call: plain prompts and prefilled ones go separately
+        for prefill in (False, True):
+            idx = [i for i, p in enumerate(prompts) if bool(p and p[-1]["role"] == "assistant") == prefill]
+            if not idx:
+                continue
+            outs = self.engine.chat([list(prompts[i]) for i in idx], sampling_params=[params[i] for i in idx],
+                                    use_tqdm=True, add_generation_prompt=not prefill,
+                                    continue_final_message=prefill)
+            for i, o in zip(idx, outs):
+                texts[i] = o.outputs[0].text.strip()
+        return texts
 
     def completion_logprobs(self, prompts: Sequence[Messages] | None,
                             completions: Sequence[str]) -> list[float]:
@@ -53,7 +63,7 @@ class VLLMBackend:
         reqs, spans = [], []
         for i, comp in enumerate(completions):
             ctx = header if prompts is None else self.tok.apply_chat_template(
-                list(prompts[i]), tokenize=False, add_generation_prompt=True)
+                list(prompts[i]), tokenize=False, add_generation_prompt=True)  # prompts end on a user turn
             p_ids = self.tok(ctx, add_special_tokens=False)["input_ids"]
             c_ids = self.tok(comp, add_special_tokens=False)["input_ids"]
             room = self.cfg.max_model_len - 1

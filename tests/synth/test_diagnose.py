@@ -46,7 +46,7 @@ def test_merge_rank_and_counted_parse_failures(tmp_path):
     assert top["ability"] and top["error"] and top["id"].startswith("def-") and defs[0]["id"] != defs[1]["id"]
     rows = read_jsonl(tmp_path / "out" / "diagnoses.jsonl")
     bad = [r for r in rows if not r["parsed"]]
-    assert len(bad) == 1 and bad[0]["key"] == "math/4" and bad[0]["raw"] == "Sure, the answer is 7."
+    assert len(bad) == 1 and bad[0]["key"] == "math/4" and bad[0]["raw"] == "Ability: Sure, the answer is 7."  # raw keeps the prefill
     report = (tmp_path / "out" / "report.md").read_text()
     assert "carrying" in report.lower() and "Unparseable" in report
 

@@ -34,3 +34,11 @@ def test_final_number_and_refusal():
     assert parse.is_refusal("I'm sorry, but I can't help with that.")
     assert parse.is_refusal("As an AI language model, I cannot")
     assert not parse.is_refusal("Sorry is a word with five letters.")
+
+
+def test_looks_like_label_rejects_chat_and_answers():
+    assert parse.looks_like_label("multi-step arithmetic", 5)
+    assert not parse.looks_like_label("I will answer instead", 5)
+    assert not parse.looks_like_label("Sure, the answer is 7.", 12)
+    assert not parse.looks_like_label("one two three four five six", 5)
+    assert not parse.looks_like_label("42", 5)
