@@ -147,7 +147,7 @@ def embed_texts(texts: Sequence[str], model: str = DEFAULT_EMBEDDER, batch_size:
         if folder is not None and pending_keys:
             _write_shard(folder, pending_keys, np.stack(pending_vecs))
         dt = time.time() - t0
-        log.info("embedded %d texts in %.1f s (%.0f texts/s); %d from cache", len(todo), dt,
+        log.info("embedded %d texts in %.1f s (%.0f texts/s); %d cached or repeated", len(todo), dt,
                  len(todo) / max(dt, 1e-9), len(texts) - len(todo))
     dim = (mat.shape[1] if mat is not None else next(iter(new.values())).shape[0]) if texts else 0
     out = np.empty((len(texts), dim), dtype=np.float32)

@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 from evalsuite.records import content_hash, write_jsonl
+from synth.decontam import words
 from synth.embed import DEFAULT_EMBEDDER, cache_folder, embed_texts, record_text
 from synth.pool import PoolConfig
 
@@ -40,6 +41,7 @@ class RetrieveConfig:
     min_similarity: float = 0.35      # cosine below this is not a match
     tokenizer: str = ""               # HF tokenizer (path, id, embedded:<name>) for counts; "" = chars/4
     index: str = "flat"               # flat (exact; fine to ~1M records) | hnsw (approximate, large pools)
+    distinct_prompts: bool = True     # take one record per first user turn (ShareGPT repeats popular prompts)
 
 
 def _check(cfg: RetrieveConfig, queries: list[str], weights: list[float] | None) -> None:
@@ -122,7 +124,8 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
     t_start = time.time()
     _check(cfg, queries, weights)
     stats = {"n_queries": len(queries), "n_pool": len(pool), "candidates": 0, "selected": 0,
-             "tokens": 0, "mean_similarity": 0.0, "queries_matched": 0, "skipped_budget": 0}
+             "tokens": 0, "mean_similarity": 0.0, "queries_matched": 0, "skipped_budget": 0,
+             "skipped_same_prompt": 0}
     if not pool or not queries:
         write_jsonl(out_path, [])
         return {**stats, "wall_s": round(time.time() - t_start, 3)}
@@ -139,15 +142,22 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
 
     count = token_counter(cfg.tokenizer)
     budget = cfg.token_budget or float("inf")
-    chosen, used = [], 0
+    chosen, used, prompts = [], 0, set()
     for pid, (score, sim, q) in sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0])):
         if cfg.max_records and len(chosen) >= cfg.max_records:
             break
+        if cfg.distinct_prompts:
+            prompt = " ".join(words(record_text(pool[pid])))
+            if prompt in prompts:
+                stats["skipped_same_prompt"] += 1  # mix's dedup would drop it anyway: spare the budget
+                continue
         n_tok = count(pool[pid])
         if used + n_tok > budget:
             stats["skipped_budget"] += 1  # a shorter record further down may still fit
             continue
         used += n_tok
+        if cfg.distinct_prompts:
+            prompts.add(prompt)
         rec = {**pool[pid], "meta": {**pool[pid].get("meta", {}),
                                      "retrieval": {"score": round(sim, 4), "query_idx": q, "rank": len(chosen)}}}
         chosen.append((rec, sim, q))

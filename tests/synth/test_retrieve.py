@@ -99,3 +99,17 @@ def test_bad_arguments_are_named(pool, tmp_path):
         retrieve(pool, ["q"], RetrieveConfig(index="ivf"), tmp_path, tmp_path / "o.jsonl")
     s = retrieve(pool, [], RetrieveConfig(), tmp_path, tmp_path / "o.jsonl")
     assert s["selected"] == 0 and (tmp_path / "o.jsonl").exists()
+
+
+def test_repeated_prompts_are_taken_once(pool, tmp_path):
+    twins = [make_record([{"role": "user", "content": "How long should I boil an egg??"},
+                          {"role": "assistant", "content": f"answer {i}"}], "pool:test", id=f"pool:test:twin{i}")
+             for i in range(3)]
+    cfg = RetrieveConfig(k_per_query=8, min_similarity=0.5, max_records=0, token_budget=0)
+    s = retrieve(pool + twins, ["boil an egg"], cfg, tmp_path / "c", tmp_path / "o.jsonl")
+    texts = [r["messages"][0]["content"].rstrip("?") for r in read_records(tmp_path / "o.jsonl")]
+    assert texts.count("How long should I boil an egg") == 1 and s["skipped_same_prompt"] == 3
+    cfg.distinct_prompts = False
+    retrieve(pool + twins, ["boil an egg"], cfg, tmp_path / "c", tmp_path / "o.jsonl")
+    texts = [r["messages"][0]["content"].rstrip("?") for r in read_records(tmp_path / "o.jsonl")]
+    assert texts.count("How long should I boil an egg") == 4
