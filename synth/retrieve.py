@@ -134,8 +134,10 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
     stats["index_cached"], stats["index_s"] = cached, round(time.time() - t0, 3)
     t0 = time.time()
     qvecs = embed_texts(queries, cfg.embedder, cfg.batch_size)  # queries change per round: no cache
+    stats["embed_queries_s"] = round(time.time() - t0, 3)
+    t0 = time.time()
     sims, idxs = search(index, qvecs, cfg.k_per_query)
-    stats["search_s"] = round(time.time() - t0, 3)
+    stats["search_s"] = round(time.time() - t0, 4)
     w = np.asarray(weights if weights is not None else [1.0] * len(queries), dtype=np.float32)
     best = merge_candidates(sims, idxs, w, cfg.min_similarity)
     stats["candidates"] = len(best)
