@@ -176,3 +176,20 @@ def test_hf_source_goes_through_datasets(tmp_path):
     assert [r["messages"][0]["content"] for r in recs] == ["u0", "u1", "u2", "u3"]
     assert recs[0]["source"] == "pool:" + poolmod.pool_name(cfg)
     assert load_pool(cfg, tmp_path / "c") == recs
+
+
+def test_turn_limits_ascii_filter_and_max_records(tmp_path):
+    rows = [{"messages": [{"role": "user", "content": "Hello there"}, {"role": "assistant", "content": "Hi"}]},
+            {"messages": [{"role": "user", "content": "Привет, как дела?"}, {"role": "assistant", "content": "Хорошо"}]},
+            {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                          {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]},
+            {"messages": [{"role": "user", "content": "e"}, {"role": "assistant", "content": "f"}]}]
+    src = tmp_path / "m.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = PoolConfig(source=str(src), min_ascii_ratio=0.9, max_turns=2)
+    recs = load_pool(cfg, tmp_path / "c")
+    assert [r["messages"][0]["content"] for r in recs] == ["Hello there", "e"]
+    st = pool_stats(cfg, tmp_path / "c")
+    assert st["drop_non_ascii"] == 1 and st["drop_too_many_turns"] == 1
+    assert len(load_pool(PoolConfig(source=str(src), max_records=2), tmp_path / "c")) == 2
+    assert len(load_pool(PoolConfig(source=str(src), min_turns=4), tmp_path / "c")) == 1
