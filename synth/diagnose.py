@@ -85,6 +85,14 @@ def parse_diagnosis(answer: str) -> dict | None:
     return {"ability": ability, "error": str(error).strip()}
 
 
+def _error_of(answer: str) -> str | None:
+    """The mistake sentence of a first-step answer (for the 'name the skill' second step)."""
+    kv = parse.parse_key_values(answer, ["Error", "Mistake", "Correct answer", "Student answer", "Ability"]) or {}
+    err = (kv.get("Error") or kv.get("Mistake") or "").strip()
+    err = re.split(r"(?<=[a-z0-9\"'])\.\s", err)[0].strip()
+    return err if len(err.split()) >= 3 else None
+
+
 # ------------------------------------------------------------------ the stage
 def _select(failures: list[dict], n: int) -> list[dict]:
     """Up to ``n`` items, round-robin over tasks in a fixed hashed order (balanced, deterministic)."""
@@ -169,17 +177,29 @@ def diagnose(llm: LLM, failures: list[dict], tags: dict[str, dict], cfg: Diagnos
     prompts = [render_chat("diagnose", cfg.prompts_dir, **format_input(f, cfg)) for f in chosen]
     answers = llm.generate(prompts, Sampling(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                                              stop=["\n\n"])) if prompts else []
+    answers = [with_prefill(p, a) for p, a in zip(prompts, answers)]
+    # step 2: an answer with a mistake but no usable ability gets a short 'name the skill' prompt
+    errors = [_error_of(a) if parse_diagnosis(a) is None else None for a in answers]
+    second = [i for i, e in enumerate(errors) if e]
+    if second:
+        p2 = [render_chat("ability", cfg.prompts_dir, error=errors[i]) for i in second]
+        a2 = llm.generate(p2, Sampling(max_new_tokens=24, temperature=cfg.temperature, stop=["\n"]))
+    step2 = {i: with_prefill(p, a) for i, p, a in zip(second, p2, a2)} if second else {}
     rows, parsed_rows, fallbacks = [], [], 0
-    for f, prompt, ans in zip(chosen, prompts, answers):
-        ans = with_prefill(prompt, ans)
+    for i, (f, ans, err) in enumerate(zip(chosen, answers, errors)):
         key = f"{f['task']}/{f['doc_id']}"
         item_tags = tags.get(key, {"fine": [], "macro": []})
-        d = parse_diagnosis(ans)
-        source = "teacher" if d else None
+        d, source = parse_diagnosis(ans), "teacher"
+        if d is None and i in step2:
+            d, source = parse_diagnosis(step2[i]), "teacher-2step"
+            if d:
+                d["error"] = err  # the step-2 answer holds only the ability
+            ans = ans + "\n[step 2] " + step2[i]
+        source = source if d else None
         if d is None and cfg.fallback_to_tags and item_tags.get("fine"):
             d, source = {"ability": item_tags["fine"][0], "error": ""}, "tags"
             fallbacks += 1
-        row = {"key": key, "task": f["task"], "doc_id": f["doc_id"], "parsed": source == "teacher",
+        row = {"key": key, "task": f["task"], "doc_id": f["doc_id"], "parsed": bool(source and source != "tags"),
                "source": source, "ability": (d or {}).get("ability"), "error": (d or {}).get("error"),
                "tags": item_tags, "raw": ans}
         rows.append(row)
@@ -195,6 +215,7 @@ def diagnose(llm: LLM, failures: list[dict], tags: dict[str, dict], cfg: Diagnos
             d["id"] += f"-{seen[d['id']]}"
     n_parsed = sum(r["parsed"] for r in rows)
     stats.update({"diagnosed": len(rows), "parsed": n_parsed, "parse_failures": len(rows) - n_parsed,
+                  "parsed_in_step2": sum(r["source"] == "teacher-2step" for r in rows),
                   "parse_rate": n_parsed / len(rows) if rows else None, "fallback_from_tags": fallbacks,
                   "groups": len(defs), "deficiencies": min(len(defs), cfg.top_k)})
     kept = defs[: cfg.top_k]

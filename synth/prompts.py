@@ -17,6 +17,7 @@ PROMPTS_DIR = Path(__file__).resolve().parents[1] / "configs" / "prompts"
 MARKERS = {
     "tag": "Label the skills",
     "diagnose": "Find the missing ability",
+    "ability": "Name the skill a student is missing",
     "instruct": "Write one new question",
     "evolve": "Rewrite the question",
     "followup": "Continue the conversation as the user",
@@ -69,12 +70,16 @@ def render_chat(name: str, prompts_dir: str | Path | None = None, **variables) -
     return msgs
 
 
+_LABEL = re.compile(r"\s*\**[A-Za-z][A-Za-z -]{0,20}\**\s*:\s")
+
+
 def with_prefill(messages: list[dict], answer: str) -> str:
     """The whole answer: the prompt's assistant prefill (if any) followed by the generated text."""
     if not messages or messages[-1]["role"] != "assistant":
         return answer
     prefill = messages[-1]["content"]
-    if answer.lstrip().startswith(prefill.strip()):  # a backend that ignores prefills answers in full
+    # a backend that ignores prefills (a scripted fake, some servers) answers in full, label first
+    if answer.lstrip().startswith(prefill.strip()) or _LABEL.match(answer):
         return answer
     sep = "" if not answer or answer[0].isspace() or prefill.endswith((" ", "\n")) else " "
     return prefill + sep + answer

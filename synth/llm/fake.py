@@ -77,6 +77,8 @@ def _builtin(prompt: Messages, occurrence: int) -> str:
     if kind == "diagnose":
         ability, error = _ABILITIES[_h(last) % len(_ABILITIES)]
         return f"Ability: {ability}\nError: {error}"
+    if kind == "ability":
+        return f"Ability: {_ABILITIES[_h(last) % len(_ABILITIES)][0]}"
     if kind == "instruct":
         skill = re.search(r"Skill:\s*(.+)", last)
         skill = skill.group(1).strip() if skill else "reasoning"

@@ -46,7 +46,7 @@ def test_merge_rank_and_counted_parse_failures(tmp_path):
     assert top["ability"] and top["error"] and top["id"].startswith("def-") and defs[0]["id"] != defs[1]["id"]
     rows = read_jsonl(tmp_path / "out" / "diagnoses.jsonl")
     bad = [r for r in rows if not r["parsed"]]
-    assert len(bad) == 1 and bad[0]["key"] == "math/4" and bad[0]["raw"] == "Ability: Sure, the answer is 7."  # raw keeps the prefill
+    assert len(bad) == 1 and bad[0]["key"] == "math/4" and bad[0]["raw"].startswith("Error: The student Sure, the answer is 7.")  # raw keeps the prefill
     report = (tmp_path / "out" / "report.md").read_text()
     assert "carrying" in report.lower() and "Unparseable" in report
 
@@ -69,3 +69,16 @@ def test_zero_failures_writes_empty_list(tmp_path):
 def test_bad_failure_row_names_the_key(tmp_path):
     with pytest.raises(ValueError, match=r"failure #0 is missing key\(s\) \['prompt'"):
         diagnose(None, [{"task": "t", "doc_id": 1, "target": "", "response": ""}], {}, DiagnoseConfig(), tmp_path)
+
+
+def test_second_step_names_the_ability_from_the_error(tmp_path):
+    script = tmp_path / "s.json"
+    script.write_text(json.dumps({"rules": [
+        {"match": "Mistake: The student subtracted", "responses": ["dividing by two"]},  # a prefill continuation
+        {"match": "Question: half", "responses": ["subtracted instead of halving.\nAbility: 10 - 2 = 8"]},
+        {"match": "Question: none", "responses": ["is wrong"]}]}))
+    llm = load_llm(LLMConfig(backend="fake", model=str(script)))
+    stats = diagnose(llm, [_fail("m", 1, "half of 10"), _fail("m", 2, "none here")], {}, DiagnoseConfig(), tmp_path)
+    assert stats["parsed"] == 1 and stats["parsed_in_step2"] == 1 and stats["parse_failures"] == 1
+    d = read_json(tmp_path / "deficiencies.json")["deficiencies"][0]
+    assert d["ability"] == "dividing by two" and d["error"] == "The student subtracted instead of halving."

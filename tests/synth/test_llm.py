@@ -58,6 +58,7 @@ def test_builtin_fake_answers_every_template_parseably():
     prompts = {
         "tag": render_chat("tag", text="What is 3 + 4?", categories=cfg.categories, max_fine=4),
         "diagnose": render_chat("diagnose", question="What is 3 + 4?", target="7", response="8"),
+        "ability": render_chat("ability", error="The student added wrongly."),
         "instruct": render_chat("instruct", ability="addition", error="", tags=[], topic="cooking"),
         "evolve": render_chat("evolve", instruction="What is 3 + 4?", dimension="depth", how="harder"),
         "followup": render_chat("followup", turns=[{"role": "user", "content": "Hi"},
@@ -66,7 +67,7 @@ def test_builtin_fake_answers_every_template_parseably():
     assert set(prompts) == set(MARKERS)
     out = dict(zip(prompts, llm.generate(list(prompts.values()), Sampling())))
     assert parse_tags(out["tag"], cfg)["macro"] == ["Math Reasoning"]
-    assert parse_diagnosis(out["diagnose"])["ability"]
+    assert parse_diagnosis(out["diagnose"])["ability"] and parse_diagnosis(out["ability"])["ability"]
     assert "addition" in parse_instruction(out["instruct"])
     assert parse_evolved(out["evolve"]).startswith("What is 3 + 4?")
     assert parse_followup(out["followup"])

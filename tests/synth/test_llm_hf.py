@@ -56,3 +56,11 @@ def test_completion_logprobs_shapes_and_batch_invariance(llm):
     assert unc[1] != pytest.approx(lp[1], abs=1e-6)  # conditioning on the prompt matters
     with pytest.raises(ValueError, match="2 prompts but 3 completions"):
         llm.completion_logprobs(PROMPTS[:2], comps)
+
+
+def test_final_assistant_turn_is_continued(llm):
+    msgs = [{"role": "user", "content": "Label this."}, {"role": "assistant", "content": "Tags:"}]
+    assert llm._render(msgs).endswith("<|im_start|>assistant\nTags:")
+    assert llm._render(msgs[:1]).endswith("<|im_start|>assistant\n")
+    out = llm.generate([msgs, msgs[:1]], Sampling(max_new_tokens=4, temperature=1.0, seed=0))
+    assert len(out) == 2
