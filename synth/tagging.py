@@ -67,20 +67,45 @@ def normalize_tag(tag: str) -> str:
     return " ".join(words).strip(" -/")
 
 
+# words a small teacher uses for a category instead of its name (checked before string similarity)
+CATEGORY_KEYWORDS = {
+    "Math Reasoning": ["math", "mathematic", "arithmetic", "algebra", "geometry", "calculation", "number",
+                       "fraction", "percentage", "equation", "statistic"],
+    "Coding": ["python", "programming", "code", "coding", "function", "algorithm", "software", "list comprehension",
+               "debugging", "javascript", "sql"],
+    "Creative Writing": ["writing", "story", "poem", "poetry", "fiction", "essay", "creative"],
+    "Natural Language Processing": ["grammar", "punctuation", "language", "linguistic", "sentiment"],
+    "Instruction Following": ["format", "formatting", "constraint", "instruction"],
+    "Health and Medicine": ["medical", "medicine", "health", "first aid", "nutrition"],
+    "Science": ["science", "biology", "chemistry", "physic", "astronomy", "gardening", "ecology"],
+    "History and Social Studies": ["history", "historical", "politic", "geography", "social"],
+    "Business and Finance": ["business", "finance", "financial", "marketing", "economic"],
+    "Summarization": ["summary", "summarization", "summarize"],
+    "Language Translation": ["translation", "translate"],
+    "Logical Reasoning": ["logic", "logical", "puzzle", "deduction"],
+    "Knowledge QA": ["knowledge", "fact", "trivia"],
+}
+
+
 def snap_category(answer: str | None, categories: list[str], min_similarity: float = 0.5) -> str:
-    """The known category closest to ``answer`` by string similarity, else 'Other'."""
+    """The known category meant by ``answer``: exact name, keyword, word overlap, or close spelling; else 'Other'."""
     if not answer:
         return OTHER
-    a = answer.strip().strip(".").lower()
+    a = " ".join(answer.strip().strip(".").lower().split())
+    by_lower = {c.lower(): c for c in categories}
+    if a in by_lower:
+        return by_lower[a]
+    words = {stem_word(w) for w in re.findall(r"\w+", a)}
+    for cat, keys in CATEGORY_KEYWORDS.items():
+        if cat in categories and any((k in a) if " " in k else (k in words) for k in keys):
+            return cat
     best, best_score = OTHER, 0.0
     for cat in categories:
         c = cat.lower()
-        score = difflib.SequenceMatcher(None, a, c).ratio()
-        if c in a or (a in c and len(a) >= 4):  # 'math' -> 'Math Reasoning'
-            score = max(score, 0.9)
-        aw, cw = set(map(stem_word, re.findall(r"\w+", a))), set(map(stem_word, re.findall(r"\w+", c)))
-        if aw & cw:
-            score = max(score, 0.5 + 0.4 * len(aw & cw) / len(aw | cw))
+        cw = {stem_word(w) for w in re.findall(r"\w+", c)} - {"and"}
+        overlap = len(words & cw) / len(words | cw) if words & cw else 0.0
+        score = max(0.4 + 0.6 * overlap if overlap else 0.0,
+                    difflib.SequenceMatcher(None, a, c).ratio() - 0.25)  # spelling alone must be very close
         if score > best_score:
             best, best_score = cat, score
     return best if best_score >= min_similarity else OTHER
@@ -119,7 +144,7 @@ def parse_tags(answer: str, cfg: TagConfig) -> dict | None:
     first = parse.split_tags(macro_raw)[0] if parse.split_tags(macro_raw) else None
     macro = snap_category(first, cfg.categories, cfg.min_similarity)
     if macro == OTHER:  # the teacher's category was unusable: try its own fine tags
-        macro = snap_category(fine[0], cfg.categories, cfg.min_similarity + 0.2)
+        macro = snap_category(", ".join(fine), cfg.categories, cfg.min_similarity + 0.2)
     return {"fine": fine[: cfg.max_fine], "macro": [macro]}
 
 
