@@ -72,6 +72,9 @@ def encode(tok, record: dict, max_seq_len: int, eot: str | None = None) -> Examp
     msgs = [{"role": m["role"], "content": m["content"]} for m in record["messages"]]
     if not any(m["role"] == "assistant" for m in msgs):
         raise SkipRecord("no_assistant", rid)
+    if msgs[0]["role"] == "assistant":
+        # no prompt precedes the reply, so there is no inference-time prefix to condition on
+        raise SkipRecord("assistant_first", rid)
     ids: list[int] = []
     labels: list[int] = []
     for text, is_asst in segments(tok, msgs, eot or tok.eos_token, rid):

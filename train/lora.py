@@ -157,11 +157,12 @@ def _rate_callback(collator: FlatCollator):
         """Adds tokens/s (this process) to every log line, so the progress output shows it."""
 
         def on_train_begin(self, args, state, control, **kw):
-            self.t0, self.n0 = time.perf_counter(), collator.tokens
+            self.t0, self.step0 = time.perf_counter(), state.global_step
 
         def on_log(self, args, state, control, logs=None, **kw):
             if logs is not None and "loss" in logs:
-                logs["tokens_per_s"] = round((collator.tokens - self.n0) / (time.perf_counter() - self.t0), 1)
+                n = collator.totals((state.global_step - self.step0) * args.gradient_accumulation_steps)[0]
+                logs["tokens_per_s"] = round(n / (time.perf_counter() - self.t0), 1)
 
     return TokenRate()
 
@@ -249,6 +250,7 @@ def train(cfg: TrainConfig, data: list[Path], base: str, out_dir: Path,
                                callbacks=[_rate_callback(collator), *callbacks])
     if resume:
         log.info("resuming from %s", resume)
+    step0 = int(Path(resume).name.split("-")[-1]) if resume else 0
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     train_s = time.perf_counter() - t0
@@ -259,6 +261,7 @@ def train(cfg: TrainConfig, data: list[Path], base: str, out_dir: Path,
     steps = trainer.state.global_step
     batches = steps * cfg.grad_accum
     per_epoch = -(-len(rows) // cfg.batch_size)
+    here = collator.totals((steps - step0) * cfg.grad_accum)
     tokens_seen = sum(dataset.row_tokens(r) for b in range(batches)
                       for r in range((b % per_epoch) * cfg.batch_size,
                                      min(((b % per_epoch) + 1) * cfg.batch_size, len(rows))))
@@ -266,10 +269,9 @@ def train(cfg: TrainConfig, data: list[Path], base: str, out_dir: Path,
         "train_loss": result.training_loss,
         "loss_curve": [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h],
         "tokens_seen": tokens_seen,
-        "trained_tokens_seen_this_process": collator.trained,
-        "tokens_this_process": collator.tokens,
-        "tokens_per_s": collator.tokens / train_s if train_s > 0 else 0.0,
-        "pad_share": collator.pad / max(collator.tokens, 1),
+        "tokens_this_process": here[0], "trained_tokens_this_process": here[1],
+        "tokens_per_s": here[0] / train_s if train_s > 0 else 0.0,  # whole train() call, checkpointing included
+        "pad_share": 0.0,  # padding-free batches: no pad token is ever computed
         "pack_fill": sum(dataset.row_tokens(i) for i in range(len(rows))) / (len(rows) * cfg.max_seq_len),
         "steps": steps, "rows": len(rows), "wall_s": time.perf_counter() - t_start, "train_s": train_s,
         "n_records": len(ordered), "skipped": {k: len(v) for k, v in skipped.items()},

@@ -71,24 +71,31 @@ class RowDataset(torch.utils.data.Dataset):
 class FlatCollator:
     """Rows -> one flat (1, N) batch: input_ids, position_ids, labels, shift_labels.
 
-    Counts the tokens it hands out (``tokens``, ``trained``, ``pad`` is always 0 by
-    construction) so throughput is measured on what the model actually computed.
+    ``log`` keeps, per batch built, (tokens, trained tokens, sum of squared example lengths —
+    which sets the attention cost) so throughput is measured on what the model computed.
+    Padding is 0 by construction. The Trainer's dataloader builds one batch ahead, so count
+    from ``log[:batches_run]``, not from the whole log.
     """
 
     def __init__(self):
-        self.tokens = self.trained = self.pad = 0
+        self.log: list[tuple[int, int, int]] = []
 
     def __call__(self, rows: list[list[Example]]) -> dict[str, torch.Tensor]:
-        ids, pos, labels, shift = [], [], [], []
+        ids, pos, labels, shift, sq = [], [], [], [], 0
         for row in rows:
             for ex in row:
                 n = len(ex.input_ids)
+                sq += n * n
                 ids += ex.input_ids
                 pos += range(n)
                 labels += ex.labels
                 # target of position t is label t+1; the last token of an example predicts nothing
                 shift += ex.labels[1:] + [IGNORE]
-        self.tokens += len(ids)
-        self.trained += sum(1 for x in shift if x != IGNORE)
+        self.log.append((len(ids), sum(1 for x in shift if x != IGNORE), sq))
         t = lambda x: torch.tensor([x], dtype=torch.long)  # noqa: E731
         return {"input_ids": t(ids), "position_ids": t(pos), "labels": t(labels), "shift_labels": t(shift)}
+
+    def totals(self, batches: int) -> tuple[int, int, int]:
+        """(tokens, trained, sq) summed over the first ``batches`` batches built."""
+        rows = self.log[:batches]
+        return tuple(sum(r[i] for r in rows) for i in range(3))  # type: ignore[return-value]

@@ -72,3 +72,6 @@ def test_untrainable_records_raise_skip_with_reason(tok):
     with pytest.raises(SkipRecord) as e:
         encode(tok, {"id": "l", "messages": CONV}, max_seq_len=10)
     assert e.value.reason == "too_long"
+    with pytest.raises(SkipRecord) as e:
+        encode(tok, {"id": "a", "messages": CONV[2:]}, max_seq_len=512)
+    assert e.value.reason == "assistant_first"

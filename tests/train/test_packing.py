@@ -32,7 +32,7 @@ def test_collator_flattens_without_padding_and_shifts_labels():
     assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1, 0, 1, 2]]
     # position t targets token t+1 of the same example; an example's last token targets nothing
     assert batch["shift_labels"].tolist() == [[11, 12, IGNORE, 21, IGNORE, 11, 12, IGNORE]]
-    assert (col.tokens, col.trained, col.pad) == (8, 5, 0)
+    assert col.log == [(8, 5, 3 * 3 + 2 * 2 + 3 * 3)] and col.totals(1) == (8, 5, 22)
 
 
 def test_packed_forward_equals_separate_forwards(tiny_model_path):
