@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from synth import parse
 
 _NUMERIC_ASK = re.compile(r"(?i)\b(how many|how much|how long|how far|how old|what is the (?:total|sum|product|"
-                          r"difference|value|cost|price|area|average)|calculate|compute|solve|total)\b")
+                          r"difference|value|cost|price|area|average)|what is \$?\d|calculate|compute|solve|total|percent)\b")
 _CODE_ASK = re.compile(r"(?i)\b(python|function|program|script|code)\b")
 _CODE_BLOCK = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.S)
 

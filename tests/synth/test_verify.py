@@ -10,7 +10,9 @@ def test_basic_and_numeric():
     assert verify.basic_check("ok") == "too_short"
     assert verify.basic_check("A complete and helpful answer.") is None
     assert verify.wants_number("How many apples are left if you eat 3 of 10?")
+    assert verify.wants_number("What is 20 percent of 30?")
     assert not verify.wants_number("Write a poem about apples.")
+    assert not verify.wants_number("Write 3 sentences about apples.")
     assert verify.numbers_agree("so it is 7", "The answer is 7.0")
     assert verify.numbers_agree("it is 7", "it is 8") is False
     assert verify.numbers_agree("no number", "8") is None
