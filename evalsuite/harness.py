@@ -84,7 +84,8 @@ def _scored_like(tm, entry: SuiteTask) -> dict:
     cfg.update(copy.deepcopy(entry.overrides))
     if entry.num_fewshot is not None:
         cfg["num_fewshot"] = entry.num_fewshot
-    cfg.pop("include", None)
+    for key in ("include", "tag", "group"):
+        cfg.pop(key, None)
     left = _unresolved(cfg, str(base_path.parent) + "/")
     if left:
         raise SuiteError(f"task {entry.name!r}: keys {left} of {base_path} name functions that were not "
@@ -138,7 +139,8 @@ def load_tasks(suite: Suite, tm, cfg: EvalConfig) -> dict[str, tuple[SuiteTask, 
             raise SuiteError(f"{suite.path}: task {entry.name!r}: lm-eval could not load it: {exc}") from exc
         for leaf, task in loaded.items():
             if task.get_config("output_type") == "generate_until":
-                caps = [c for c in (entry.max_gen_toks, cfg.max_gen_toks) if c]
+                own = entry.max_gen_toks or (task.get_config("generation_kwargs") or {}).get("max_gen_toks")
+                caps = [c for c in (own, cfg.max_gen_toks) if c]
                 if caps:
                     task.set_config("generation_kwargs", {"max_gen_toks": min(caps)}, update=True)
             if entry.num_fewshot is not None:

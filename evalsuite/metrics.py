@@ -32,9 +32,16 @@ def extract_number(text: str) -> str | None:
     if not text:
         return None
     for cue in _CUES:
-        hits = cue.findall(text)
+        hits = list(cue.finditer(text))
         if hits:
-            return _clean_number(hits[-1])
+            last = hits[-1]
+            # "The answer is 10 * 5 = 50.": the value after the last "=" on that line is the answer
+            rest = text[last.start(1):].split("\n", 1)[0]
+            if "=" in rest:
+                after = _ANY_NUM.findall(rest.rsplit("=", 1)[1])
+                if after:
+                    return _clean_number(after[0])
+            return _clean_number(last.group(1))
     hits = _ANY_NUM.findall(text)
     return _clean_number(hits[-1]) if hits else None
 

@@ -2,7 +2,7 @@
 
 Each shape draws numbers so that every intermediate result is exact (integers, or money
 with cents), computes the answer with ``Fraction`` and writes a worked solution, one line
-per step. Shapes cover shopping, rates (speed, work, flow), unit conversion, sharing,
+per step. Shapes cover short two-step stories (gifts, packs, reading, bill splitting), shopping, rates (speed, work, flow), unit conversion, sharing,
 percentages, ages, geometry and inventories, with 2 to 6 steps and all four operations.
 """
 from __future__ import annotations
@@ -240,6 +240,52 @@ def wages(r: random.Random):
     return q, s, tot, "rate"
 
 
+# Short two-step shapes with small numbers: the floor of the difficulty range.
+def gift(r: random.Random):
+    a, b = r.sample(NAMES, 2)
+    item = r.choice(ITEMS)[1]
+    have, got, used = r.randint(3, 15), r.randint(2, 10), r.randint(1, 5)
+    s = Steps()
+    tot = s.add(f"After the gift {have} + {got}", F(have + got))
+    left = s.add(f"After giving some away {fmt(tot)} − {used}", tot - used)
+    q = f"{a} has {have} {item}. {b} gives {a} {got} more. Then {a} gives {used} {item} to a friend. How many {item} does {a} have now?"
+    return q, s, left, "add_sub"
+
+
+def packs(r: random.Random):
+    n, item = r.choice(NAMES), r.choice(ITEMS)[1]
+    per, k, extra = r.randint(2, 10), r.randint(2, 6), r.randint(1, 9)
+    s = Steps()
+    tot = s.add(f"In the packs {k} × {per}", F(k * per))
+    all_ = s.add(f"With the loose ones {fmt(tot)} + {extra}", tot + extra)
+    q = f"{n} buys {k} packs of {item} with {per} {item} in each pack, and {extra} loose {item}. How many {item} does {n} have?"
+    return q, s, all_, "multiply"
+
+
+def reading(r: random.Random):
+    n = r.choice(NAMES)
+    per, days = r.randint(5, 20), r.randint(2, 7)
+    total = per * days + r.randint(5, 60)
+    s = Steps()
+    read = s.add(f"Pages read {per} × {days}", F(per * days))
+    left = s.add(f"Pages left {total} − {fmt(read)}", total - read)
+    q = f"A book has {total} pages. {n} reads {per} pages every day for {days} days. How many pages are left to read?"
+    return q, s, left, "rate"
+
+
+def split_bill(r: random.Random):
+    people = r.randint(2, 6)
+    each = r.randint(3, 20)
+    tip = r.randint(2, 12)
+    meal = people * each - tip if people * each > tip else people * each
+    tip = people * each - meal
+    s = Steps()
+    tot = s.add(f"Bill with tip {meal} + {tip}", F(meal + tip))
+    share = s.add(f"Each pays {fmt(tot)} ÷ {people}", tot / people)
+    q = f"A meal costs ${meal} and the tip is ${tip}. {people} friends split the total equally. How many dollars does each friend pay?"
+    return q, s, share, "divide"
+
+
 def _gcd(a: int, b: int) -> int:
     while b:
         a, b = b, a % b
@@ -251,7 +297,8 @@ def _ordinal(k: int) -> str:
 
 
 SHAPES: dict[str, Callable] = {f.__name__: f for f in (
-    shopping, savings, travel, recipe, factory, club, ages, garden, inventory, pizza, discount, tank, wages)}
+    gift, shopping, packs, savings, travel, reading, recipe, factory, split_bill, club, ages, garden,
+    inventory, pizza, discount, tank, wages)}
 
 
 def build(n: int = 300, seed: int = 1234) -> list[dict]:

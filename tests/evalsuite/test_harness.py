@@ -44,7 +44,7 @@ def test_sample_rows(offline_run):
         assert "<|im_start|>" not in r["prompt"]  # the question as asked, without the chat template
     math = [r for r in rows if r["task"] == "math_offline"]
     assert [r["doc_id"] for r in math] == ["math-0000", "math-0001", "math-0002", "math-0003"]
-    assert math[0]["prompt"].startswith("Yusuf buys") and math[0]["target"] == "12.5"
+    assert math[0]["prompt"].startswith("Yusuf has 3 pencils") and math[0]["target"] == "1"
     he = [r for r in rows if r["task"] == "humaneval_offline"]
     assert he[0]["doc_id"] == "HumanEval/0" and "def has_close_elements" in he[0]["extracted"]
     ife = [r for r in rows if r["task"] == "ifeval_offline"]
@@ -71,3 +71,12 @@ def test_adapter_goes_through_lm_eval_peft(tiny_model_path, offline_run, tmp_pat
     new_rows = read_jsonl(tmp_path / "out" / "samples.jsonl")
     assert [r["doc_id"] for r in new_rows] == [r["doc_id"] for r in base_rows]
     assert [r["response"] for r in new_rows] != [r["response"] for r in base_rows]
+
+
+@pytest.mark.slow
+def test_real_student_on_the_offline_suite(real_model_path, tmp_path):
+    """The embedded SmolLM2-135M-Instruct answers the offline suite (a few items per task)."""
+    res = run_eval(EvalConfig(suite="offline", limit=4, bootstrap=100), real_model_path, None, tmp_path)
+    rows = read_jsonl(tmp_path / "samples.jsonl")
+    assert len(rows) == 12 and all(r["response"].strip() for r in rows if r["task"] != "humaneval_offline")
+    assert all(0.0 <= t["all"]["score"] <= 1.0 for t in res["tasks"].values())

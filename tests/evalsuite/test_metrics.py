@@ -9,6 +9,7 @@ def test_extract_number_prefers_the_stated_answer_over_echoed_numbers():
     assert extract_number("Final answer: $12.50.") == "12.50"
     assert extract_number("the answer is **36**") == "36"
     assert extract_number("\\boxed{42} and then 7") == "42"
+    assert extract_number("The final answer is 10 * 5 = 50.") == "50"
     assert extract_number("no digits at all") is None
     assert extract_number("") is None
 

@@ -1,6 +1,7 @@
 """lm-eval hooks for humaneval_offline (and, via `scoring_from`, lm-eval's own humaneval/mbpp)."""
 import gzip
 import json
+import re
 from pathlib import Path
 
 import datasets
@@ -22,14 +23,12 @@ def load_docs(**_):
 def _program(doc, response: str) -> str:
     if "prompt" not in doc:  # mbpp-style: the response is the whole solution
         return metrics.extract_code(response)
-    if "```" in response:
-        code = metrics.extract_code(response)
-        entry = doc.get("entry_point")
-        if entry and f"def {entry}" in code:
-            # a whole function in a fence: keep the prompt's imports/helpers, redefine the stub
-            return doc["prompt"] + "    pass\n\n" + code
-    # a continuation of the prefilled signature: cut at a closing fence
-    return doc["prompt"] + response.split("```")[0]
+    code = metrics.extract_code(response) if "```" in response else response
+    entry = doc.get("entry_point")
+    if entry and re.search(rf"^\s*def {re.escape(entry)}\s*\(", code, re.M):
+        # a whole function (a chat answer): keep the prompt's imports/helpers, redefine the stub
+        return doc["prompt"] + "    pass\n\n" + code
+    return doc["prompt"] + code  # a continuation of the signature (completion-style prompting)
 
 
 def build_predictions(resps, docs):
