@@ -1,6 +1,8 @@
 """LoRA SFT throughput of SmolLM2-135M at the default TrainConfig, as a share of this machine's fp32 matmul rate.
 
     .venv/bin/python benchmarks/train_throughput.py [--steps 3] [--warmup 1] [key=value ...]
+    (e.g. ``threads=1`` on a busy shared CPU: two OpenMP threads stall on every barrier when
+    other processes hold a core, and the comparison with the matmul rate becomes noise)
 
 Runs ``train.lora.train`` itself (defaults: r=16 on all 7 Llama projections, 4 packed rows of
 up to 1024 tokens per step) on real ShareGPT conversations from the packaged pool, times the
@@ -118,6 +120,8 @@ def main() -> None:
 
     base = resolve_model(a.base)
     cfg = apply_overrides(TrainConfig(), a.overrides)
+    if cfg.threads > 0:  # the matmul rate is measured with the same thread count as training
+        torch.set_num_threads(cfg.threads)
     cfg.max_steps, cfg.save_steps, cfg.logging_steps, cfg.grad_accum = a.warmup + a.steps, 10**6, 1, 1
     peak_before = matmul_rate()
     cb = StepFlops(cfg, AutoConfig.from_pretrained(base), a.warmup)

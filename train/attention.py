@@ -14,12 +14,12 @@ import torch.nn.functional as F
 NAME = "packed_sdpa"
 
 
-def _spans(position_ids: torch.Tensor) -> list[tuple[int, int]]:
+def _lengths(position_ids: torch.Tensor) -> list[int]:
+    """Lengths of the examples in one flat row (positions restart at 0 for each)."""
     starts = (position_ids == 0).nonzero().flatten().tolist()
     if not starts or starts[0] != 0:
         starts = [0] + starts
-    ends = starts[1:] + [position_ids.numel()]
-    return list(zip(starts, ends))
+    return [e - s for s, e in zip(starts, starts[1:] + [position_ids.numel()])]
 
 
 def packed_sdpa_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
@@ -31,18 +31,20 @@ def packed_sdpa_forward(module, query, key, value, attention_mask, dropout=0.0, 
     if groups > 1:
         key = key.repeat_interleave(groups, dim=1)
         value = value.repeat_interleave(groups, dim=1)
-    if position_ids is None or query.shape[2] != key.shape[2]:
-        spans_per_row = [[(0, query.shape[2])]] * query.shape[0]
+    T = query.shape[2]
+    if position_ids is None or key.shape[2] != T:
+        lens_per_row = [[T]] * query.shape[0]
     else:
         pos = position_ids.expand(query.shape[0], -1)
-        spans_per_row = [_spans(pos[b]) for b in range(query.shape[0])]
+        lens_per_row = [_lengths(pos[b]) for b in range(query.shape[0])]
     rows = []
-    for b, spans in enumerate(spans_per_row):
-        parts = [F.scaled_dot_product_attention(
-            query[b:b + 1, :, s:e], key[b:b + 1, :, s:e], value[b:b + 1, :, s:e],
-            dropout_p=dropout, scale=scaling, is_causal=True) for s, e in spans]
-        rows.append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=2))
-    out = rows[0] if len(rows) == 1 else torch.cat(rows, dim=0)
+    # split/unbind, not slicing: their backward concatenates the pieces' gradients, where the
+    # backward of each slice would zero-fill and add a full-size tensor (O(examples x T) traffic)
+    for q, k, v, lens in zip(query.unbind(0), key.unbind(0), value.unbind(0), lens_per_row):
+        parts = [F.scaled_dot_product_attention(qs, ks, vs, dropout_p=dropout, scale=scaling, is_causal=True)
+                 for qs, ks, vs in zip(q.split(lens, 1), k.split(lens, 1), v.split(lens, 1))]
+        rows.append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=1))
+    out = torch.stack(rows, 0)
     return out.transpose(1, 2).contiguous(), None
 
 

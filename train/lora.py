@@ -61,6 +61,7 @@ class TrainConfig:
     save_total_limit: int = 2      # checkpoints kept while training (all removed after success)
     attn_implementation: str = "packed_sdpa"  # packed_sdpa | flash_attention_2 (GPU) | sdpa (builds N*N mask)
     eot_token: str = ""            # end-of-turn text trained with each reply; "" = tokenizer's eos
+    threads: int = 0               # torch CPU threads (0 = torch default); 1 is far faster on a busy shared CPU
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "config") -> "TrainConfig":
@@ -197,6 +198,8 @@ def train(cfg: TrainConfig, data: list[Path], base: str, out_dir: Path,
     from transformers import AutoTokenizer, TrainingArguments
 
     cfg.check()
+    if cfg.threads > 0:  # process-wide; train() owns its (sub)process
+        torch.set_num_threads(cfg.threads)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
