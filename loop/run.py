@@ -60,7 +60,7 @@ def run(cfg: Config, run_dir: Path) -> dict:
 
             # 3. DIAGNOSE the failed dev items into ranked deficiencies
             dg = rd.stage(r, "diagnose", [cfg.diagnose, cfg.teacher, tg.fingerprint],
-                          lambda out: _teacher("loop.stages:diagnose", cfg, out, failures=failures,
+                          lambda out: _teacher("loop.stages:diagnose", cfg, out, dev=dev,
                                                tags_path=tg.dir / "tags.jsonl"), on_done=done)
             deficiencies = read_json(dg.dir / "deficiencies.json")["deficiencies"]
             eval_texts = [t for s in samples for t in (s["prompt"], str(s["target"]))]

@@ -5,6 +5,7 @@ when the teacher sits on a GPU.
 """
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from evalsuite.records import read_jsonl, write_json, write_jsonl
@@ -35,14 +36,16 @@ def tag(cfg: Config, out: Path, dev: list[dict], cache_path: Path) -> dict:
     return stats
 
 
-def diagnose(cfg: Config, out: Path, failures: list[dict], tags_path: Path) -> dict:
+def diagnose(cfg: Config, out: Path, dev: list[dict], tags_path: Path) -> dict:
     from synth.diagnose import diagnose as run_diagnosis
 
     tags = {row["key"]: {"fine": row.get("fine", []), "macro": row.get("macro", [])}
             for row in read_jsonl(tags_path)}
+    failures = [s for s in dev if not s["correct"]]
+    sizes = dict(Counter(s["task"] for s in dev))     # impact = share of a task's dev items lost
     if not failures:  # nothing to diagnose: no teacher needed
-        return run_diagnosis(None, [], tags, cfg.diagnose, out)
-    return _with_teacher(cfg, lambda llm: run_diagnosis(llm, failures, tags, cfg.diagnose, out))
+        return run_diagnosis(None, [], tags, cfg.diagnose, out, task_sizes=sizes)
+    return _with_teacher(cfg, lambda llm: run_diagnosis(llm, failures, tags, cfg.diagnose, out, task_sizes=sizes))
 
 
 def synthesize(cfg: Config, out: Path, deficiencies: list[dict], round_idx: int, avoid_texts: list[str]) -> dict:
