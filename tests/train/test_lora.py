@@ -169,3 +169,12 @@ def test_cli_in_a_subprocess_and_override_errors(tmp_path, tiny_model_path, reco
         load_config(None, ["lr=fast"])
     with pytest.raises(ValueError, match="embedded"):
         train(small(), [records_file("e", 2)], "embedded:smollm2-135m-instruct", tmp_path / "e")
+
+
+def test_gradient_checkpointing_runs_and_cpu_bf16_is_refused(tmp_path, tiny_model_path, records_file):
+    data = records_file("d", 4)
+    plain = train(small(max_steps=2, dropout=0.0), [data], tiny_model_path, tmp_path / "a")
+    ckpt = train(small(max_steps=2, dropout=0.0, gradient_checkpointing=True), [data], tiny_model_path, tmp_path / "b")
+    assert ckpt["loss_curve"][0]["loss"] == pytest.approx(plain["loss_curve"][0]["loss"], rel=1e-5)
+    with pytest.raises(ValueError, match="bf16"):
+        train(small(bf16=True), [data], tiny_model_path, tmp_path / "c")
