@@ -83,7 +83,7 @@ class StepFlops(TrainerCallback):
         shapes = {"q_proj": (d, H * D), "k_proj": (d, Hkv * D), "v_proj": (d, Hkv * D), "o_proj": (H * D, d),
                   "gate_proj": (d, f), "up_proj": (d, f), "down_proj": (f, d)}
         self.linear = L * sum(i * o for i, o in shapes.values())
-        self.lora = L * sum(cfg.r * (i + o) for m, (i, o) in shapes.items() if m in cfg.target_modules)
+        self.lora = L * sum(cfg.lora.r * (i + o) for m, (i, o) in shapes.items() if m in cfg.lora.target_modules)
         self.head = d * model_cfg.vocab_size
         self.attn = L * H * D
         self.collator = None
@@ -133,7 +133,7 @@ def main() -> None:
     peak = max(peak_before, peak_after)
     r = cb.result()
     print(f"threads={torch.get_num_threads()} load_avg={os.getloadavg()[0]:.2f} "
-          f"config: r={cfg.r} batch_size={cfg.batch_size} max_seq_len={cfg.max_seq_len} pack={cfg.pack} "
+          f"config: r={cfg.lora.r} batch_size={cfg.batch_size} max_seq_len={cfg.max_seq_len} pack={cfg.pack} "
           f"attn={cfg.attn_implementation} grad_ckpt={cfg.gradient_checkpointing}")
     print(f"data: {metrics['n_records']} records packed in {metrics['rows']} rows, fill {metrics['pack_fill']:.3f}, "
           f"pad_share {metrics['pad_share']:.3f}, skipped {metrics['skipped']}")

@@ -110,7 +110,7 @@ def _apply_override(raw: dict, override: str) -> None:
 
 def from_dict(cls: type, data: Any, where: str = "<config>", prefix: str = "") -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: {prefix or 'config'} must be a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'config'} must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}

@@ -41,16 +41,22 @@ def _parse_value(key: str, raw: str, typ):
 
 
 def apply_overrides(cfg: TrainConfig, pairs: list[str]) -> TrainConfig:
-    hints = typing.get_type_hints(TrainConfig)
-    changes = {}
+    """``key=value`` or ``lora.key=value`` (the LoRA settings are a nested section)."""
     for pair in pairs:
         if "=" not in pair:
             raise ValueError(f"expected key=value, got {pair!r}")
         key, raw = pair.split("=", 1)
-        if key not in hints:
-            raise KeyError(f"unknown TrainConfig key {key!r}; known: {sorted(hints)}")
-        changes[key] = _parse_value(key, raw, hints[key])
-    return dataclasses.replace(cfg, **changes)
+        section, _, leaf = key.rpartition(".")
+        if section not in ("", "lora"):
+            raise KeyError(f"unknown TrainConfig key {key!r}")
+        target = cfg.lora if section else cfg
+        hints = typing.get_type_hints(type(target))
+        if leaf not in hints or dataclasses.is_dataclass(hints[leaf]):
+            known = sorted(k for k, t in hints.items() if not dataclasses.is_dataclass(t))
+            raise KeyError(f"unknown TrainConfig key {key!r}; known{' in ' + section if section else ''}: {known}")
+        new = dataclasses.replace(target, **{leaf: _parse_value(key, raw, hints[leaf])})
+        cfg = dataclasses.replace(cfg, lora=new) if section else new
+    return cfg
 
 
 def load_config(config_json: str | None, overrides: list[str]) -> TrainConfig:

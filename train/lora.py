@@ -32,15 +32,20 @@ LLAMA_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 
 @dataclass
+class LoraSettings:
+    r: int = 16                    # adapter rank
+    alpha: int = 32                # scaling numerator (alpha / r)
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: list(LLAMA_LINEAR))
+
+
+@dataclass
 class TrainConfig:
     # continue: train the previous round's adapter further on new data + replay (Infinity-Instruct
     # style; cheapest per round). restart: a fresh adapter on all accumulated data (DataEnvGym, LLM2LLM).
     policy: str = "continue"
     replay: float = 0.25           # share of the training set drawn from earlier rounds under `continue`
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: list(LLAMA_LINEAR))
+    lora: LoraSettings = field(default_factory=LoraSettings)
     lr: float = 2e-4
     epochs: float = 1.0
     max_steps: int = -1            # > 0 overrides epochs
@@ -69,6 +74,14 @@ class TrainConfig:
         unknown = sorted(set(d) - names)
         if unknown:
             raise KeyError(f"{where}: unknown TrainConfig key(s) {unknown}; known: {sorted(names)}")
+        d = dict(d)
+        if isinstance(d.get("lora"), dict):
+            lnames = {f.name for f in dataclasses.fields(LoraSettings)}
+            bad = sorted(set(d["lora"]) - lnames)
+            if bad:
+                raise KeyError(f"{where}: unknown TrainConfig key(s) {['lora.' + b for b in bad]}; "
+                               f"known: {sorted('lora.' + n for n in lnames)}")
+            d["lora"] = LoraSettings(**d["lora"])
         return cls(**d)
 
     def check(self) -> None:
@@ -80,7 +93,9 @@ class TrainConfig:
             raise ValueError("bf16: true needs device: cuda (bf16 on this CPU is ~250x slower than fp32)")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("device: cuda requested but torch sees no CUDA device")
-        for k in ("r", "batch_size", "grad_accum", "max_seq_len", "save_steps", "logging_steps"):
+        if self.lora.r < 1:
+            raise ValueError(f"lora.r: must be >= 1, got {self.lora.r}")
+        for k in ("batch_size", "grad_accum", "max_seq_len", "save_steps", "logging_steps"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k}: must be >= 1, got {getattr(self, k)}")
 
@@ -117,12 +132,12 @@ def build_model(cfg: TrainConfig, base: str, adapter_in: str | None = None):
         model = PeftModel.from_pretrained(model, adapter_in, is_trainable=True)
         pc = model.peft_config["default"]
         for key, have in (("r", pc.r), ("alpha", pc.lora_alpha)):
-            if have != getattr(cfg, key):
-                raise ValueError(f"{key}: config says {getattr(cfg, key)} but adapter_in {adapter_in} has {have}; "
-                                 "under policy continue they must match")
+            if have != getattr(cfg.lora, key):
+                raise ValueError(f"lora.{key}: config says {getattr(cfg.lora, key)} but adapter_in {adapter_in} has "
+                                 f"{have}; under policy continue they must match")
         return model, f"adapter_in:{adapter_in}"
-    lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                      target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
+    lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM")
     init = "base" if not adapter_in else f"base (policy restart; adapter_in {adapter_in} not used)"
     return get_peft_model(model, lora), init
 

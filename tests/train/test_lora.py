@@ -10,11 +10,13 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, TrainerCallback
 
 from train.launch import train_subprocess
-from train.lora import TrainConfig, build_model, export, train
+from train.lora import LoraSettings, TrainConfig, build_model, export, train
 
 
 def small(**kw) -> TrainConfig:
     base = dict(max_seq_len=128, batch_size=2, logging_steps=1, save_steps=50, warmup_ratio=0.0)
+    if "dropout" in kw:
+        kw["lora"] = LoraSettings(dropout=kw.pop("dropout"))
     return TrainConfig(**{**base, **kw})
 
 
@@ -113,8 +115,8 @@ def test_continue_starts_from_previous_adapter_and_restart_from_base(tmp_path, t
 
 def test_continue_with_mismatched_rank_is_an_error(tmp_path, tiny_model_path, records_file):
     train(small(max_steps=1), [records_file("r1", 2)], tiny_model_path, tmp_path / "r1")
-    with pytest.raises(ValueError, match="r: config says 8"):
-        build_model(small(r=8), tiny_model_path, str(tmp_path / "r1" / "adapter"))
+    with pytest.raises(ValueError, match="lora.r: config says 8"):
+        build_model(small(lora=LoraSettings(r=8)), tiny_model_path, str(tmp_path / "r1" / "adapter"))
 
 
 def test_killed_run_resumes_to_the_same_adapter(tmp_path, tiny_model_path, records_file):
@@ -161,8 +163,8 @@ def test_cli_in_a_subprocess_and_override_errors(tmp_path, tiny_model_path, reco
 
     m = train_subprocess(small(max_steps=2), [records_file("d", 4)], tiny_model_path, tmp_path / "sub")
     assert m["steps"] == 2 and (tmp_path / "sub" / "adapter" / "adapter_model.safetensors").is_file()
-    cfg = load_config(str(tmp_path / "sub" / "train_request.json"), ["r=8", "pack=false", "target_modules=q_proj,v_proj"])
-    assert (cfg.r, cfg.pack, cfg.target_modules, cfg.max_steps) == (8, False, ["q_proj", "v_proj"], 2)
+    cfg = load_config(str(tmp_path / "sub" / "train_request.json"), ["lora.r=8", "pack=false", "lora.target_modules=q_proj,v_proj"])
+    assert (cfg.lora.r, cfg.pack, cfg.lora.target_modules, cfg.max_steps) == (8, False, ["q_proj", "v_proj"], 2)
     with pytest.raises(KeyError, match="'rank'"):
         load_config(None, ["rank=8"])
     with pytest.raises(ValueError, match="lr"):
