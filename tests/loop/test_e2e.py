@@ -74,7 +74,7 @@ def test_two_rounds_write_every_stage(smoke_run):
         synth = read_records(run_dir / r / "synthesize" / "records.jsonl")
         assert all(rec["meta"].get("round") == int(r[-3:]) for rec in synth)
         retrieved = read_records(run_dir / r / "retrieve" / "records.jsonl")
-        assert retrieved and all(rec["source"] == "pool:test" for rec in retrieved)
+        assert retrieved and all(rec["source"].startswith("pool:") for rec in retrieved)
         train = run_dir / r / "train"
         assert (train / "adapter" / "adapter_model.safetensors").exists()
         assert read_records(train / "train_set.jsonl")
