@@ -35,7 +35,9 @@ LLAMA_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 class LoraSettings:
     r: int = 16                    # adapter rank
     alpha: int = 32                # scaling numerator (alpha / r)
-    dropout: float = 0.05
+    # 0 like torchtune's LoRA recipes: on this CPU the dropout masks cost ~9% of a step
+    # (measured: achieved/peak 0.44 -> 0.52 at batch_size 2); set 0.05-0.1 for small data sets
+    dropout: float = 0.0
     target_modules: list[str] = field(default_factory=lambda: list(LLAMA_LINEAR))
 
 
@@ -49,7 +51,7 @@ class TrainConfig:
     lr: float = 2e-4
     epochs: float = 1.0
     max_steps: int = -1            # > 0 overrides epochs
-    batch_size: int = 4            # packed rows per step (each up to max_seq_len tokens)
+    batch_size: int = 2            # packed rows per step (each up to max_seq_len tokens); 2 beat 4 on 2 CPU cores
     grad_accum: int = 1
     max_seq_len: int = 1024        # longer records are skipped and counted, never truncated
     pack: bool = True              # best-fit-decreasing packing; False: one record per row

@@ -121,7 +121,7 @@ def test_continue_with_mismatched_rank_is_an_error(tmp_path, tiny_model_path, re
 
 def test_killed_run_resumes_to_the_same_adapter(tmp_path, tiny_model_path, records_file):
     data = records_file("d", 12)
-    cfg = small(max_steps=4, save_steps=2, batch_size=1, lr=5e-3)  # dropout on: RNG state must resume too
+    cfg = small(max_steps=4, save_steps=2, batch_size=1, lr=5e-3, dropout=0.1)  # dropout on: RNG state must resume too
     train(cfg, [data], tiny_model_path, tmp_path / "whole")
     with pytest.raises(KeyboardInterrupt):
         train(cfg, [data], tiny_model_path, tmp_path / "killed", callbacks=[Kill(at=3)])
