@@ -15,6 +15,7 @@ from evalsuite.builders import ifeval_prompts, math_problems
 TASKS_DIR = Path(__file__).resolve().parents[2] / "configs" / "tasks"
 TARGETS = {
     TASKS_DIR / "math_offline" / "math_offline.jsonl": lambda: math_problems.build(),
+    TASKS_DIR / "math_offline" / "math_offline_fewshot.jsonl": lambda: math_problems.build_fewshot(),
     TASKS_DIR / "ifeval_offline" / "ifeval_offline.jsonl": lambda: ifeval_prompts.build(),
 }
 

@@ -2,8 +2,16 @@
 
 Each shape draws numbers so that every intermediate result is exact (integers, or money
 with cents), computes the answer with ``Fraction`` and writes a worked solution, one line
-per step. Shapes cover short two-step stories (gifts, packs, reading, bill splitting), shopping, rates (speed, work, flow), unit conversion, sharing,
-percentages, ages, geometry and inventories, with 2 to 6 steps and all four operations.
+per step. Shapes come in three levels, interleaved so any prefix (``--limit``) holds a
+third of each:
+
+1. one step, small numbers (add, take away, groups of, share, two-digit sums, price × count);
+2. two steps, small numbers (gifts, packs, change, sharing, "more than", reading, bills);
+3. three to six steps with larger numbers: shopping, rates (speed, work, flow), unit
+   conversion, percentages, ages, geometry, inventories, wages.
+
+Level 1 exists because SmolLM2-135M scores 0 on two-step problems (0/51 on the first
+version of this set, zero-shot and 3-shot): without it the task has no middle to move.
 """
 from __future__ import annotations
 
@@ -29,6 +37,11 @@ def fmt(x: F) -> str:
     return val
 
 
+def an(noun: str) -> str:
+    """'An apple', 'A mug': the sentence-initial article for a singular noun."""
+    return ("An " if noun[0] in "aeiou" else "A ") + noun
+
+
 def money(x: F) -> str:
     return f"${float(x):.2f}" if x.denominator != 1 else f"${x.numerator}"
 
@@ -44,8 +57,9 @@ class Steps:
         return value
 
 
+# Level 3: three to six steps, larger numbers.
 def shopping(r: random.Random):
-    n, (a1, a2), (b1, b2) = r.choice(NAMES), *r.sample(ITEMS, 2)
+    n, (_, a2), (_, b2) = r.choice(NAMES), *r.sample(ITEMS, 2)
     qa, qb = r.randint(2, 9), r.randint(2, 6)
     pa, pb = F(r.randint(2, 30), 4), F(r.randint(3, 15))
     bill = r.choice([50, 100, 200])
@@ -196,7 +210,7 @@ def discount(r: random.Random):
     off = s.add(f"Discount {pct}% of {money(F(price))}", F(price * pct, 100))
     new = s.add(f"Sale price {price} − {fmt(off)}", price - off)
     tot = s.add(f"For {qty} {item[1]} {qty} × {fmt(new)}", qty * new)
-    q = (f"A {item[0]} normally costs ${price}. It is on sale for {pct}% off. {n} buys {qty} of them "
+    q = (f"{an(item[0])} normally costs ${price}. It is on sale for {pct}% off. {n} buys {qty} of them "
          f"at the sale price. How many dollars does {n} pay?")
     return q, s, tot, "percent"
 
@@ -240,15 +254,104 @@ def wages(r: random.Random):
     return q, s, tot, "rate"
 
 
-# Short two-step shapes with small numbers: the floor of the difficulty range.
-def gift(r: random.Random):
+# Level 1: one step, small numbers.
+def more_of(r: random.Random):
     a, b = r.sample(NAMES, 2)
     item = r.choice(ITEMS)[1]
+    x, y = r.randint(2, 9), r.randint(2, 9)
+    s = Steps()
+    t = s.add(f"{x} + {y}", F(x + y))
+    q = f"{a} has {x} {item}. {b} gives {a} {y} more {item}. How many {item} does {a} have now?"
+    return q, s, t, "add_sub"
+
+
+def give_away(r: random.Random):
+    a, item = r.choice(NAMES), r.choice(ITEMS)[1]
+    x = r.randint(5, 19)
+    y = r.randint(1, x - 1)
+    s = Steps()
+    t = s.add(f"{x} − {y}", F(x - y))
+    q = f"{a} has {x} {item} and gives {y} of them to a friend. How many {item} does {a} have left?"
+    return q, s, t, "add_sub"
+
+
+def boxes(r: random.Random):
+    a, item = r.choice(NAMES), r.choice(ITEMS)[1]
+    x, y = r.randint(2, 6), r.randint(2, 6)
+    s = Steps()
+    t = s.add(f"{x} × {y}", F(x * y))
+    q = f"{a} has {x} boxes with {y} {item} in each box. How many {item} does {a} have?"
+    return q, s, t, "multiply"
+
+
+def share(r: random.Random):
+    a, item = r.choice(NAMES), r.choice(ITEMS)[1]
+    k, y = r.randint(2, 5), r.randint(2, 6)
+    s = Steps()
+    t = s.add(f"{k * y} ÷ {k}", F(y))
+    q = f"{a} shares {k * y} {item} equally among {k} friends. How many {item} does each friend get?"
+    return q, s, t, "divide"
+
+
+def two_days(r: random.Random):
+    a = r.choice(NAMES)
+    x, y = r.randint(12, 60), r.randint(11, 39)
+    s = Steps()
+    t = s.add(f"{x} + {y}", F(x + y))
+    q = f"{a} read {x} pages on Monday and {y} pages on Tuesday. How many pages did {a} read in total?"
+    return q, s, t, "add_sub"
+
+
+def price(r: random.Random):
+    a, item = r.choice(NAMES), r.choice(ITEMS)
+    p, k = r.randint(2, 9), r.randint(2, 5)
+    s = Steps()
+    t = s.add(f"{k} × {p}", F(p * k))
+    q = f"{an(item[0])} costs ${p}. {a} buys {k} {item[1]}. How many dollars does {a} spend?"
+    return q, s, t, "multiply"
+
+
+# Level 2: two steps, small numbers.
+def change(r: random.Random):
+    a, item = r.choice(NAMES), r.choice(ITEMS)
+    k, p = r.randint(2, 4), r.randint(1, 3)
+    bill = 10 if k * p < 10 else 20
+    s = Steps()
+    c = s.add(f"Cost {k} × {p}", F(k * p))
+    ch = s.add(f"Change {bill} − {fmt(c)}", bill - c)
+    q = f"{an(item[0])} costs ${p}. {a} buys {k} {item[1]} and pays with a ${bill} bill. How many dollars of change does {a} get?"
+    return q, s, ch, "multiply"
+
+
+def share_eat(r: random.Random):
+    k, each = r.randint(2, 4), r.randint(2, 5)
+    s = Steps()
+    e = s.add(f"Each gets {k * each} ÷ {k}", F(each))
+    left = s.add(f"After eating one {fmt(e)} − 1", e - 1)
+    q = (f"{k * each} cookies are shared equally among {k} friends. Each friend eats 1 cookie. "
+         f"How many cookies does each friend have left?")
+    return q, s, left, "divide"
+
+
+def together(r: random.Random):
+    a, b = r.sample(NAMES, 2)
+    item = r.choice(ITEMS)[1]
+    x, d = r.randint(2, 9), r.randint(1, 6)
+    s = Steps()
+    y = s.add(f"{b} has {x} + {d}", F(x + d))
+    t = s.add(f"Together {x} + {fmt(y)}", x + y)
+    q = f"{a} has {x} {item}. {b} has {d} more {item} than {a}. How many {item} do they have together?"
+    return q, s, t, "add_sub"
+
+
+def gift(r: random.Random):
+    a, b = r.sample(NAMES, 2)
+    one, item = r.choice(ITEMS)
     have, got, used = r.randint(3, 15), r.randint(2, 10), r.randint(1, 5)
     s = Steps()
     tot = s.add(f"After the gift {have} + {got}", F(have + got))
     left = s.add(f"After giving some away {fmt(tot)} − {used}", tot - used)
-    q = f"{a} has {have} {item}. {b} gives {a} {got} more. Then {a} gives {used} {item} to a friend. How many {item} does {a} have now?"
+    q = f"{a} has {have} {item}. {b} gives {a} {got} more. Then {a} gives {used} {item if used > 1 else one} to a friend. How many {item} does {a} have now?"
     return q, s, left, "add_sub"
 
 
@@ -296,25 +399,39 @@ def _ordinal(k: int) -> str:
     return {2: "half", 3: "third", 4: "fourth", 5: "fifth"}[k]
 
 
-SHAPES: dict[str, Callable] = {f.__name__: f for f in (
-    gift, shopping, packs, savings, travel, reading, recipe, factory, split_bill, club, ages, garden,
-    inventory, pizza, discount, tank, wages)}
+LEVELS: dict[int, tuple[Callable, ...]] = {
+    1: (more_of, give_away, boxes, share, two_days, price),
+    2: (gift, change, packs, share_eat, reading, together, split_bill),
+    3: (shopping, savings, travel, recipe, factory, club, ages, garden, inventory, pizza, discount, tank,
+        wages),
+}
+SHAPES: dict[str, Callable] = {f.__name__: f for shapes in LEVELS.values() for f in shapes}
+LEVEL_OF = {f.__name__: lvl for lvl, shapes in LEVELS.items() for f in shapes}
 
 
-def build(n: int = 300, seed: int = 1234) -> list[dict]:
-    """``n`` problems, shapes interleaved so any prefix (``--limit``) covers them all."""
+def build(n: int = 300, seed: int = 1234, *, prefix: str = "math", exclude: set[str] = frozenset()) -> list[dict]:
+    """``n`` problems cycling level 1, 2, 3 and the shapes within each level, so any prefix
+    (``--limit``) holds a third of each level. ``exclude``: questions never to produce."""
     r = random.Random(seed)
-    names = list(SHAPES)
-    rows, seen = [], set()
+    cursor = {lvl: 0 for lvl in LEVELS}
+    rows, seen = [], set(exclude)
     i = 0
     while len(rows) < n:
-        shape = names[i % len(names)]
+        lvl = 1 + i % len(LEVELS)
         i += 1
-        q, steps, ans, kind = SHAPES[shape](r)
+        shapes = LEVELS[lvl]
+        shape = shapes[cursor[lvl] % len(shapes)]
+        cursor[lvl] += 1
+        q, steps, ans, kind = shape(r)
         if q in seen:
             continue
         seen.add(q)
         solution = "\n".join(steps.lines) + f"\nThe answer is {fmt(ans)}."
-        rows.append({"id": f"math-{len(rows):04d}", "question": q, "answer": fmt(ans),
-                     "solution": solution, "shape": shape, "kind": kind, "steps": len(steps.lines)})
+        rows.append({"id": f"{prefix}-{len(rows):04d}", "question": q, "answer": fmt(ans), "solution": solution,
+                     "shape": shape.__name__, "level": lvl, "kind": kind, "steps": len(steps.lines)})
     return rows
+
+
+def build_fewshot(n: int = 30, seed: int = 4321) -> list[dict]:
+    """Worked examples for few-shot prompts: another seed, and none of the test questions."""
+    return build(n, seed, prefix="shot", exclude={row["question"] for row in build()})

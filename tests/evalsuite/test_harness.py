@@ -44,7 +44,7 @@ def test_sample_rows(offline_run):
         assert "<|im_start|>" not in r["prompt"]  # the question as asked, without the chat template
     math = [r for r in rows if r["task"] == "math_offline"]
     assert [r["doc_id"] for r in math] == ["math-0000", "math-0001", "math-0002", "math-0003"]
-    assert math[0]["prompt"].startswith("Yusuf has 3 pencils") and math[0]["target"] == "1"
+    assert math[0]["prompt"].startswith("Yusuf has 2 pencils") and math[0]["target"] == "5"
     he = [r for r in rows if r["task"] == "humaneval_offline"]
     assert he[0]["doc_id"] == "HumanEval/0" and "def has_close_elements" in he[0]["extracted"]
     ife = [r for r in rows if r["task"] == "ifeval_offline"]

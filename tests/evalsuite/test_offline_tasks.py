@@ -114,3 +114,23 @@ def test_hostile_humaneval_code_scores_zero(humaneval_utils, body):
 def test_humaneval_docs_have_stable_ids(humaneval_utils):
     docs = humaneval_utils.load_docs()["test"]
     assert len(docs) == 164 and docs[0]["id"] == "HumanEval/0" and json.dumps(docs[163]["id"]) == '"HumanEval/163"'
+
+
+def test_math_prompt_carries_three_worked_examples_as_chat_turns():
+    """lm-eval builds the math prompt from the few-shot split: shots are earlier user/assistant turns
+    whose answers are worked solutions, and the question asked last is the test item."""
+    from evalsuite.harness import EvalConfig, load_tasks, task_manager
+    from evalsuite.suite import load_suite
+
+    suite = load_suite("offline")
+    suite.tasks = [t for t in suite.tasks if t.name == "math_offline"]
+    (_, task), = load_tasks(suite, task_manager(suite), EvalConfig()).values()
+    doc = task.test_docs()[0]
+    msgs = task.fewshot_context(doc, num_fewshot=task.get_config("num_fewshot"), apply_chat_template=True,
+                                fewshot_as_multiturn=True,
+                                chat_template=lambda m, add_generation_prompt: json.dumps(m))
+    msgs = json.loads(msgs)
+    assert [m["role"] for m in msgs] == ["user", "assistant"] * 3 + ["user"]
+    solutions = {d["solution"] for d in task.fewshot_docs()}
+    assert all(m["content"].strip() in solutions for m in msgs[1:-1:2])
+    assert msgs[-1]["content"].startswith(doc["question"])

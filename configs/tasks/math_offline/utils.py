@@ -5,11 +5,12 @@ import datasets
 
 from evalsuite.metrics import extract_number, numbers_equal
 
-DATA = Path(__file__).with_name("math_offline.jsonl")
+HERE = Path(__file__).parent
+SPLITS = {"test": HERE / "math_offline.jsonl", "fewshot": HERE / "math_offline_fewshot.jsonl"}
 
 
 def load_docs(**_):
-    return datasets.DatasetDict({"test": datasets.Dataset.from_json(str(DATA))})
+    return datasets.DatasetDict({split: datasets.Dataset.from_json(str(path)) for split, path in SPLITS.items()})
 
 
 def extract_answers(resps, docs):
