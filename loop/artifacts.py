@@ -63,12 +63,15 @@ class RunDir:
         return self.root / (f"round_{r:03d}" if isinstance(r, int) else r)
 
     def stage(self, where: int | str, name: str, parts: list, fn: Callable[[Path], dict | None],
-              keep_partial: bool = False, on_done: Callable[[StageResult], None] | None = None) -> StageResult:
+              keep_partial: bool = False, on_done: Callable[[StageResult], None] | None = None,
+              reuse_from: tuple[int | str, ...] = ()) -> StageResult:
         """Run ``fn(tmp_dir) -> summary`` unless a DONE with the same fingerprint exists.
 
         ``parts`` are the config slices and upstream fingerprints this stage depends on.
         ``keep_partial``: a temp folder left by a killed run with the same fingerprint is
         handed back to ``fn`` (which resumes from its checkpoints) instead of cleared.
+        ``reuse_from``: other places (``"final"``, a round) whose same-named stage, finished
+        with the same fingerprint, is copied instead of recomputed.
         """
         parent = self.round_dir(where)
         out, tmp = parent / name, parent / f".{name}.tmp"
@@ -88,7 +91,13 @@ class RunDir:
         tmp.mkdir(parents=True, exist_ok=True)
         marker.write_text(fp)
         t0 = time.time()
-        summary = fn(tmp) or {}
+        twin = next((d for d in (self.round_dir(w) / name for w in reuse_from)
+                     if (d / "DONE").exists() and read_json(d / "DONE").get("fingerprint") == fp), None)
+        if twin is not None:
+            shutil.copytree(twin, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("DONE"))
+            summary = {**read_json(twin / "DONE").get("summary", {}), "reused_from": str(twin.relative_to(self.root))}
+        else:
+            summary = fn(tmp) or {}
         wall = round(time.time() - t0, 2)
         marker.unlink()
         write_json(tmp / "DONE", {"fingerprint": fp, "summary": summary, "wall_s": wall,

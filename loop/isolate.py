@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import os
 import pickle
-import signal
 import subprocess
 import sys
 import tempfile
@@ -18,18 +17,11 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from train.launch import die_with_parent
+
 
 class StageFailed(RuntimeError):
     pass
-
-
-def _die_with_parent() -> None:  # runs in the child before exec
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
-    except OSError:
-        pass
 
 
 def call(target: str, *args: Any, **kwargs: Any) -> Any:
@@ -38,7 +30,7 @@ def call(target: str, *args: Any, **kwargs: Any) -> Any:
         inp, outp = Path(td) / "in.pkl", Path(td) / "out.pkl"
         inp.write_bytes(pickle.dumps((target, args, kwargs)))
         cmd = [sys.executable, "-m", "loop.isolate", str(inp), str(outp)]
-        preexec = _die_with_parent if sys.platform.startswith("linux") else None
+        preexec = die_with_parent if sys.platform.startswith("linux") else None
         rc = subprocess.call(cmd, preexec_fn=preexec, env=os.environ.copy())
         if not outp.exists():
             raise StageFailed(f"{target} exited with code {rc} and no result (see the output above)")

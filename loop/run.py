@@ -20,6 +20,7 @@ from loop.artifacts import RunDir, StageResult
 from loop.config import Config, save_config, to_dict
 from loop.report import write_report
 from loop.tracking import Tracker
+from train.launch import train_subprocess
 
 log = logging.getLogger("loop")
 
@@ -47,8 +48,9 @@ def run(cfg: Config, run_dir: Path) -> dict:
                          "resumed" if res.skipped else "done", res.wall_s, _brief(res.summary))
 
             # 1. EVAL the current student (base + adapter, never merged)
+            # (a run extended with more rounds finds this student already measured in final/)
             ev = rd.stage(r, "eval", [cfg.eval, cfg.student, train_fp],
-                          lambda out: _eval(cfg, student, adapter, out), on_done=done)
+                          lambda out: _eval(cfg, student, adapter, out), on_done=done, reuse_from=("final",))
             samples = read_jsonl(ev.dir / "samples.jsonl")
             dev = [s for s in samples if s["split"] == "dev"]
             failures = [s for s in dev if not s["correct"]]
@@ -84,8 +86,8 @@ def run(cfg: Config, run_dir: Path) -> dict:
 
             # 7. TRAIN the next adapter (subprocess; a killed run resumes from its checkpoint)
             tr = rd.stage(r, "train", [cfg.train, cfg.student, mx.fingerprint, train_fp],
-                          lambda out: isolate.call("train.lora:train", cfg.train, [mx.dir / "train_data.jsonl"],
-                                                   student, out, adapter_in=adapter, history=list(history)),
+                          lambda out: train_subprocess(cfg.train, [mx.dir / "train_data.jsonl"], student, out,
+                                                       adapter_in=adapter, history=list(history)),
                           keep_partial=True, on_done=done)
             adapter, train_fp = str(tr.dir / "adapter"), tr.fingerprint
             history.append(tr.dir / "train_set.jsonl")

@@ -69,6 +69,9 @@ class TrainConfig:
     attn_implementation: str = "packed_sdpa"  # packed_sdpa | flash_attention_2 (GPU) | sdpa (builds N*N mask)
     eot_token: str = ""            # end-of-turn text trained with each reply; "" = tokenizer's eos
     threads: int = 0               # torch CPU threads (0 = torch default); 1 is far faster on a busy shared CPU
+    # command that starts the training process in place of `python` (train_subprocess, the loop),
+    # e.g. ["accelerate", "launch", "--num_processes", "4"]; [] = this Python
+    launcher: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "config") -> "TrainConfig":

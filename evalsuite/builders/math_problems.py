@@ -255,60 +255,53 @@ def wages(r: random.Random):
 
 
 # Level 1: one step, small numbers.
+def _one_step(question: str, work: str, value: int, kind: str):
+    s = Steps()
+    return question, s, s.add(work, F(value)), kind
+
+
 def more_of(r: random.Random):
     a, b = r.sample(NAMES, 2)
     item = r.choice(ITEMS)[1]
     x, y = r.randint(2, 9), r.randint(2, 9)
-    s = Steps()
-    t = s.add(f"{x} + {y}", F(x + y))
-    q = f"{a} has {x} {item}. {b} gives {a} {y} more {item}. How many {item} does {a} have now?"
-    return q, s, t, "add_sub"
+    return _one_step(f"{a} has {x} {item}. {b} gives {a} {y} more {item}. How many {item} does {a} have now?",
+                     f"{x} + {y}", x + y, "add_sub")
 
 
 def give_away(r: random.Random):
     a, item = r.choice(NAMES), r.choice(ITEMS)[1]
     x = r.randint(5, 19)
     y = r.randint(1, x - 1)
-    s = Steps()
-    t = s.add(f"{x} − {y}", F(x - y))
-    q = f"{a} has {x} {item} and gives {y} of them to a friend. How many {item} does {a} have left?"
-    return q, s, t, "add_sub"
+    return _one_step(f"{a} has {x} {item} and gives {y} of them to a friend. How many {item} does {a} have left?",
+                     f"{x} − {y}", x - y, "add_sub")
 
 
 def boxes(r: random.Random):
     a, item = r.choice(NAMES), r.choice(ITEMS)[1]
     x, y = r.randint(2, 6), r.randint(2, 6)
-    s = Steps()
-    t = s.add(f"{x} × {y}", F(x * y))
-    q = f"{a} has {x} boxes with {y} {item} in each box. How many {item} does {a} have?"
-    return q, s, t, "multiply"
+    return _one_step(f"{a} has {x} boxes with {y} {item} in each box. How many {item} does {a} have?",
+                     f"{x} × {y}", x * y, "multiply")
 
 
 def share(r: random.Random):
     a, item = r.choice(NAMES), r.choice(ITEMS)[1]
     k, y = r.randint(2, 5), r.randint(2, 6)
-    s = Steps()
-    t = s.add(f"{k * y} ÷ {k}", F(y))
-    q = f"{a} shares {k * y} {item} equally among {k} friends. How many {item} does each friend get?"
-    return q, s, t, "divide"
+    return _one_step(f"{a} shares {k * y} {item} equally among {k} friends. How many {item} does each friend get?",
+                     f"{k * y} ÷ {k}", y, "divide")
 
 
 def two_days(r: random.Random):
     a = r.choice(NAMES)
     x, y = r.randint(12, 60), r.randint(11, 39)
-    s = Steps()
-    t = s.add(f"{x} + {y}", F(x + y))
-    q = f"{a} read {x} pages on Monday and {y} pages on Tuesday. How many pages did {a} read in total?"
-    return q, s, t, "add_sub"
+    return _one_step(f"{a} read {x} pages on Monday and {y} pages on Tuesday. How many pages did {a} read in total?",
+                     f"{x} + {y}", x + y, "add_sub")
 
 
 def price(r: random.Random):
     a, item = r.choice(NAMES), r.choice(ITEMS)
     p, k = r.randint(2, 9), r.randint(2, 5)
-    s = Steps()
-    t = s.add(f"{k} × {p}", F(p * k))
-    q = f"{an(item[0])} costs ${p}. {a} buys {k} {item[1]}. How many dollars does {a} spend?"
-    return q, s, t, "multiply"
+    return _one_step(f"{an(item[0])} costs ${p}. {a} buys {k} {item[1]}. How many dollars does {a} spend?",
+                     f"{k} × {p}", p * k, "multiply")
 
 
 # Level 2: two steps, small numbers.

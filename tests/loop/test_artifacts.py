@@ -80,3 +80,16 @@ def test_keep_partial_hands_back_checkpoints_only_for_same_fingerprint(tmp_path)
     seen.clear()
     rd.stage(1, "train", [2], lambda out: seen.append((out / "ckpt").exists()), keep_partial=True)
     assert seen == [False]                   # other inputs: the stale checkpoint is not reused
+
+
+def test_reuse_from_copies_a_finished_twin_with_the_same_fingerprint(tmp_path):
+    """A run extended by a round evaluates the adapter final/ already measured: copy, not recompute."""
+    rd = RunDir(tmp_path)
+    calls = []
+    fin = rd.stage("final", "eval", [{"adapter": "a1"}], _writer(calls, "final scores"))
+    twin = rd.stage(2, "eval", [{"adapter": "a1"}], _writer(calls, "recomputed"), reuse_from=("final",))
+    assert len(calls) == 1 and twin.fingerprint == fin.fingerprint
+    assert (tmp_path / "round_002/eval/data.txt").read_text() == "final scores"
+    assert twin.summary == {"n": 1, "reused_from": "final/eval"}
+    other = rd.stage(3, "eval", [{"adapter": "a2"}], _writer(calls, "new"), reuse_from=("final",))
+    assert len(calls) == 2 and (other.dir / "data.txt").read_text() == "new"
