@@ -25,7 +25,8 @@ from evalsuite.records import read_json, write_json
 def fingerprint(*parts: Any) -> str:
     def norm(x):
         if dataclasses.is_dataclass(x) and not isinstance(x, type):
-            return dataclasses.asdict(x)
+            # how a stage is run (e.g. train.launcher) is not what it computes: no rerun for it
+            return {k: v for k, v in dataclasses.asdict(x).items() if k not in getattr(x, "NOT_FINGERPRINTED", ())}
         if isinstance(x, Path):
             return str(x)
         return x

@@ -73,6 +73,8 @@ class TrainConfig:
     # e.g. ["accelerate", "launch", "--num_processes", "4"]; [] = this Python
     launcher: list[str] = field(default_factory=list)
 
+    NOT_FINGERPRINTED = ("launcher",)  # the loop reruns no training when only the launcher changes
+
     @classmethod
     def from_dict(cls, d: dict, where: str = "config") -> "TrainConfig":
         names = {f.name for f in dataclasses.fields(cls)}

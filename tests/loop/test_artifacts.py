@@ -93,3 +93,12 @@ def test_reuse_from_copies_a_finished_twin_with_the_same_fingerprint(tmp_path):
     assert twin.summary == {"n": 1, "reused_from": "final/eval"}
     other = rd.stage(3, "eval", [{"adapter": "a2"}], _writer(calls, "new"), reuse_from=("final",))
     assert len(calls) == 2 and (other.dir / "data.txt").read_text() == "new"
+
+
+def test_the_training_launcher_is_not_part_of_the_fingerprint():
+    from loop.artifacts import fingerprint
+    from train.lora import TrainConfig
+
+    base = TrainConfig()
+    assert fingerprint(base) == fingerprint(TrainConfig(launcher=["accelerate", "launch"]))
+    assert fingerprint(base) != fingerprint(TrainConfig(lr=1e-3))
