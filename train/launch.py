@@ -31,8 +31,8 @@ def train_subprocess(cfg: TrainConfig, data: Sequence[Path], base: str, out_dir:
                      adapter_in: str | None = None, history: Sequence[Path] = (),
                      launcher: Sequence[str] | None = None, env: dict | None = None) -> dict:
     """Same contract as ``train.lora.train``. ``launcher`` (default ``cfg.launcher``) replaces
-    ``python``, e.g. ``["accelerate", "launch", "--num_processes", "4"]``; only that process is
-    tied to the caller's life, and ``accelerate`` takes its workers down with it."""
+    ``python``, e.g. ``["accelerate", "launch", "--num_processes", "4"]``. Only that first process
+    is tied to the caller's life; the workers a launcher starts are the launcher's to stop."""
     launcher = cfg.launcher if launcher is None else launcher
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
