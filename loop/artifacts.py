@@ -77,14 +77,12 @@ class RunDir:
         parent = self.round_dir(where)
         out, tmp = parent / name, parent / f".{name}.tmp"
         fp = fingerprint(*parts)
-        done = out / "DONE"
-        if done.exists():
-            info = read_json(done)
-            if info.get("fingerprint") == fp:
-                res = StageResult(name, out, fp, info.get("summary", {}), info.get("wall_s", 0.0), True)
-                if on_done:
-                    on_done(res)
-                return res
+        info = self._done_with(out, fp)
+        if info is not None:
+            res = StageResult(name, out, fp, info["summary"], info.get("wall_s", 0.0), True)
+            if on_done:
+                on_done(res)
+            return res
         shutil.rmtree(out, ignore_errors=True)          # stale (changed inputs) or half-renamed
         marker = tmp / ".fingerprint"
         if tmp.exists() and not (keep_partial and marker.exists() and marker.read_text() == fp):
@@ -92,11 +90,11 @@ class RunDir:
         tmp.mkdir(parents=True, exist_ok=True)
         marker.write_text(fp)
         t0 = time.time()
-        twin = next((d for d in (self.round_dir(w) / name for w in reuse_from)
-                     if (d / "DONE").exists() and read_json(d / "DONE").get("fingerprint") == fp), None)
-        if twin is not None:
+        twins = [(d, i) for d in (self.round_dir(w) / name for w in reuse_from) if (i := self._done_with(d, fp))]
+        if twins:
+            twin, info = twins[0]
             shutil.copytree(twin, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("DONE"))
-            summary = {**read_json(twin / "DONE").get("summary", {}), "reused_from": str(twin.relative_to(self.root))}
+            summary = {**info["summary"], "reused_from": str(twin.relative_to(self.root))}
         else:
             summary = fn(tmp) or {}
         wall = round(time.time() - t0, 2)
@@ -108,6 +106,13 @@ class RunDir:
         if on_done:
             on_done(res)
         return res
+
+    @staticmethod
+    def _done_with(folder: Path, fp: str) -> dict | None:
+        """The folder's DONE info when it finished with fingerprint ``fp``, else None."""
+        done = folder / "DONE"
+        info = read_json(done) if done.exists() else {}
+        return {"summary": {}, **info} if info.get("fingerprint") == fp else None
 
     def stage_status(self, where: int | str, name: str) -> tuple[str, dict]:
         """('done', info) | ('partial', {}) | ('pending', {}) — for `loop status`."""
