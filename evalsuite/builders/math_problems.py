@@ -15,6 +15,7 @@ version of this set, zero-shot and 3-shot): without it the task has no middle to
 """
 from __future__ import annotations
 
+import math
 import random
 from fractions import Fraction as F
 from typing import Callable
@@ -139,7 +140,7 @@ def factory(r: random.Random):
 def club(r: random.Random):
     k = r.choice([2, 3, 4, 5])
     pct = r.choice([10, 20, 25, 40, 50, 60, 75])
-    total = k * r.randint(4, 20) * (100 // _gcd(pct, 100))
+    total = k * r.randint(4, 20) * (100 // math.gcd(pct, 100))
     s = Steps()
     a = s.add(f"Students in the art club {total} ÷ {k}", F(total, k))
     rest = s.add(f"Not in the art club {total} − {fmt(a)}", total - a)
@@ -254,54 +255,57 @@ def wages(r: random.Random):
     return q, s, tot, "rate"
 
 
-# Level 1: one step, small numbers.
-def _one_step(question: str, work: str, value: int, kind: str):
+# Levels 1 and 2 are short enough to state as (question, kind, worked steps): each step is
+# (text, value) and the last value is the answer.
+def _worked(question: str, kind: str, *work: tuple[str, int | F]):
     s = Steps()
-    return question, s, s.add(work, F(value)), kind
+    values = [s.add(text, F(value)) for text, value in work]
+    return question, s, values[-1], kind
 
 
+# Level 1: one step, small numbers.
 def more_of(r: random.Random):
     a, b = r.sample(NAMES, 2)
     item = r.choice(ITEMS)[1]
     x, y = r.randint(2, 9), r.randint(2, 9)
-    return _one_step(f"{a} has {x} {item}. {b} gives {a} {y} more {item}. How many {item} does {a} have now?",
-                     f"{x} + {y}", x + y, "add_sub")
+    return _worked(f"{a} has {x} {item}. {b} gives {a} {y} more {item}. How many {item} does {a} have now?",
+                   "add_sub", (f"{x} + {y}", x + y))
 
 
 def give_away(r: random.Random):
     a, item = r.choice(NAMES), r.choice(ITEMS)[1]
     x = r.randint(5, 19)
     y = r.randint(1, x - 1)
-    return _one_step(f"{a} has {x} {item} and gives {y} of them to a friend. How many {item} does {a} have left?",
-                     f"{x} − {y}", x - y, "add_sub")
+    return _worked(f"{a} has {x} {item} and gives {y} of them to a friend. How many {item} does {a} have left?",
+                   "add_sub", (f"{x} − {y}", x - y))
 
 
 def boxes(r: random.Random):
     a, item = r.choice(NAMES), r.choice(ITEMS)[1]
     x, y = r.randint(2, 6), r.randint(2, 6)
-    return _one_step(f"{a} has {x} boxes with {y} {item} in each box. How many {item} does {a} have?",
-                     f"{x} × {y}", x * y, "multiply")
+    return _worked(f"{a} has {x} boxes with {y} {item} in each box. How many {item} does {a} have?",
+                   "multiply", (f"{x} × {y}", x * y))
 
 
 def share(r: random.Random):
     a, item = r.choice(NAMES), r.choice(ITEMS)[1]
     k, y = r.randint(2, 5), r.randint(2, 6)
-    return _one_step(f"{a} shares {k * y} {item} equally among {k} friends. How many {item} does each friend get?",
-                     f"{k * y} ÷ {k}", y, "divide")
+    return _worked(f"{a} shares {k * y} {item} equally among {k} friends. How many {item} does each friend get?",
+                   "divide", (f"{k * y} ÷ {k}", y))
 
 
 def two_days(r: random.Random):
     a = r.choice(NAMES)
     x, y = r.randint(12, 60), r.randint(11, 39)
-    return _one_step(f"{a} read {x} pages on Monday and {y} pages on Tuesday. How many pages did {a} read in total?",
-                     f"{x} + {y}", x + y, "add_sub")
+    return _worked(f"{a} read {x} pages on Monday and {y} pages on Tuesday. How many pages did {a} read in total?",
+                   "add_sub", (f"{x} + {y}", x + y))
 
 
 def price(r: random.Random):
     a, item = r.choice(NAMES), r.choice(ITEMS)
     p, k = r.randint(2, 9), r.randint(2, 5)
-    return _one_step(f"{an(item[0])} costs ${p}. {a} buys {k} {item[1]}. How many dollars does {a} spend?",
-                     f"{k} × {p}", p * k, "multiply")
+    return _worked(f"{an(item[0])} costs ${p}. {a} buys {k} {item[1]}. How many dollars does {a} spend?",
+                   "multiply", (f"{k} × {p}", p * k))
 
 
 # Level 2: two steps, small numbers.
@@ -309,64 +313,51 @@ def change(r: random.Random):
     a, item = r.choice(NAMES), r.choice(ITEMS)
     k, p = r.randint(2, 4), r.randint(1, 3)
     bill = 10 if k * p < 10 else 20
-    s = Steps()
-    c = s.add(f"Cost {k} × {p}", F(k * p))
-    ch = s.add(f"Change {bill} − {fmt(c)}", bill - c)
-    q = f"{an(item[0])} costs ${p}. {a} buys {k} {item[1]} and pays with a ${bill} bill. How many dollars of change does {a} get?"
-    return q, s, ch, "multiply"
+    return _worked(f"{an(item[0])} costs ${p}. {a} buys {k} {item[1]} and pays with a ${bill} bill. "
+                   f"How many dollars of change does {a} get?", "multiply",
+                   (f"Cost {k} × {p}", k * p), (f"Change {bill} − {k * p}", bill - k * p))
 
 
 def share_eat(r: random.Random):
     k, each = r.randint(2, 4), r.randint(2, 5)
-    s = Steps()
-    e = s.add(f"Each gets {k * each} ÷ {k}", F(each))
-    left = s.add(f"After eating one {fmt(e)} − 1", e - 1)
-    q = (f"{k * each} cookies are shared equally among {k} friends. Each friend eats 1 cookie. "
-         f"How many cookies does each friend have left?")
-    return q, s, left, "divide"
+    return _worked(f"{k * each} cookies are shared equally among {k} friends. Each friend eats 1 cookie. "
+                   f"How many cookies does each friend have left?", "divide",
+                   (f"Each gets {k * each} ÷ {k}", each), (f"After eating one {each} − 1", each - 1))
 
 
 def together(r: random.Random):
     a, b = r.sample(NAMES, 2)
     item = r.choice(ITEMS)[1]
     x, d = r.randint(2, 9), r.randint(1, 6)
-    s = Steps()
-    y = s.add(f"{b} has {x} + {d}", F(x + d))
-    t = s.add(f"Together {x} + {fmt(y)}", x + y)
-    q = f"{a} has {x} {item}. {b} has {d} more {item} than {a}. How many {item} do they have together?"
-    return q, s, t, "add_sub"
+    return _worked(f"{a} has {x} {item}. {b} has {d} more {item} than {a}. How many {item} do they have together?",
+                   "add_sub", (f"{b} has {x} + {d}", x + d), (f"Together {x} + {x + d}", 2 * x + d))
 
 
 def gift(r: random.Random):
     a, b = r.sample(NAMES, 2)
     one, item = r.choice(ITEMS)
     have, got, used = r.randint(3, 15), r.randint(2, 10), r.randint(1, 5)
-    s = Steps()
-    tot = s.add(f"After the gift {have} + {got}", F(have + got))
-    left = s.add(f"After giving some away {fmt(tot)} − {used}", tot - used)
-    q = f"{a} has {have} {item}. {b} gives {a} {got} more. Then {a} gives {used} {item if used > 1 else one} to a friend. How many {item} does {a} have now?"
-    return q, s, left, "add_sub"
+    return _worked(f"{a} has {have} {item}. {b} gives {a} {got} more. Then {a} gives {used} "
+                   f"{item if used > 1 else one} to a friend. How many {item} does {a} have now?", "add_sub",
+                   (f"After the gift {have} + {got}", have + got),
+                   (f"After giving some away {have + got} − {used}", have + got - used))
 
 
 def packs(r: random.Random):
     n, item = r.choice(NAMES), r.choice(ITEMS)[1]
     per, k, extra = r.randint(2, 10), r.randint(2, 6), r.randint(1, 9)
-    s = Steps()
-    tot = s.add(f"In the packs {k} × {per}", F(k * per))
-    all_ = s.add(f"With the loose ones {fmt(tot)} + {extra}", tot + extra)
-    q = f"{n} buys {k} packs of {item} with {per} {item} in each pack, and {extra} loose {item}. How many {item} does {n} have?"
-    return q, s, all_, "multiply"
+    return _worked(f"{n} buys {k} packs of {item} with {per} {item} in each pack, and {extra} loose {item}. "
+                   f"How many {item} does {n} have?", "multiply",
+                   (f"In the packs {k} × {per}", k * per), (f"With the loose ones {k * per} + {extra}", k * per + extra))
 
 
 def reading(r: random.Random):
     n = r.choice(NAMES)
     per, days = r.randint(5, 20), r.randint(2, 7)
     total = per * days + r.randint(5, 60)
-    s = Steps()
-    read = s.add(f"Pages read {per} × {days}", F(per * days))
-    left = s.add(f"Pages left {total} − {fmt(read)}", total - read)
-    q = f"A book has {total} pages. {n} reads {per} pages every day for {days} days. How many pages are left to read?"
-    return q, s, left, "rate"
+    return _worked(f"A book has {total} pages. {n} reads {per} pages every day for {days} days. "
+                   f"How many pages are left to read?", "rate",
+                   (f"Pages read {per} × {days}", per * days), (f"Pages left {total} − {per * days}", total - per * days))
 
 
 def split_bill(r: random.Random):
@@ -375,17 +366,9 @@ def split_bill(r: random.Random):
     tip = r.randint(2, 12)
     meal = people * each - tip if people * each > tip else people * each
     tip = people * each - meal
-    s = Steps()
-    tot = s.add(f"Bill with tip {meal} + {tip}", F(meal + tip))
-    share = s.add(f"Each pays {fmt(tot)} ÷ {people}", tot / people)
-    q = f"A meal costs ${meal} and the tip is ${tip}. {people} friends split the total equally. How many dollars does each friend pay?"
-    return q, s, share, "divide"
-
-
-def _gcd(a: int, b: int) -> int:
-    while b:
-        a, b = b, a % b
-    return a
+    return _worked(f"A meal costs ${meal} and the tip is ${tip}. {people} friends split the total equally. "
+                   f"How many dollars does each friend pay?", "divide",
+                   (f"Bill with tip {meal} + {tip}", meal + tip), (f"Each pays {meal + tip} ÷ {people}", each))
 
 
 def _ordinal(k: int) -> str:
