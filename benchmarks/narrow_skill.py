@@ -29,8 +29,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from train.__main__ import apply_overrides  # noqa: E402
-from train.launch import train_subprocess  # noqa: E402
+from evalsuite import typedconfig  # noqa: E402
+from loop.isolate import train_subprocess  # noqa: E402
 from train.lora import TrainConfig, export  # noqa: E402
 
 PHRASES = {
@@ -93,8 +93,8 @@ def main() -> None:
     THREADS = a.threads
     base = resolve_model(a.base)
     # small data (~60 tokens a record): short rows, one per step, so the run has enough optimizer steps
-    cfg = apply_overrides(TrainConfig(batch_size=1, max_seq_len=256, epochs=1, lr=5e-4, logging_steps=5,
-                                      threads=a.threads), a.overrides)
+    cfg = typedconfig.load(TrainConfig, None, a.overrides, defaults=dict(
+        batch_size=1, max_seq_len=256, epochs=1.0, lr=5e-4, logging_steps=5, threads=a.threads))
     rng, taken = random.Random(a.seed), set()
     dev = items(a.dev, rng, taken)
     train_items = items(a.train, rng, taken)

@@ -39,7 +39,7 @@ from transformers import AutoConfig, TrainerCallback  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from train.__main__ import apply_overrides  # noqa: E402
+from evalsuite import typedconfig  # noqa: E402
 from train.lora import TrainConfig, train  # noqa: E402
 
 
@@ -119,7 +119,7 @@ def main() -> None:
     from evalsuite.models import resolve_model
 
     base = resolve_model(a.base)
-    cfg = apply_overrides(TrainConfig(), a.overrides)
+    cfg = typedconfig.load(TrainConfig, None, a.overrides)
     if cfg.threads > 0:  # the matmul rate is measured with the same thread count as training
         torch.set_num_threads(cfg.threads)
     cfg.max_steps, cfg.save_steps, cfg.logging_steps, cfg.grad_accum = a.warmup + a.steps, 10**6, 1, 1

@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -37,9 +37,9 @@ class EvalConfig:
     max_gen_toks: int | None = None  # global cap over the per-task max_gen_toks
     bootstrap: int = 1000          # bootstrap resamples for CIs
     seed: int = 0
-    backend: str = "hf"            # lm-eval model type: hf | vllm
-    device: str = "cpu"
-    dtype: str = "float32"
+    backend: Literal["hf", "vllm"] = "hf"  # lm-eval model type
+    device: Literal["cpu", "cuda"] = "cpu"
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
 
 
 def lm_eval_version() -> str:
@@ -243,11 +243,3 @@ def run_eval(cfg: EvalConfig, model: str, adapter: str | None, out_dir: Path) ->
     _write_configs(out_dir, results, suite)
     write_json(out_dir / "results.json", out)
     return out
-
-
-def ifeval_checker():
-    """``check_instructions(response, instruction_ids, kwargs, prompt="", loose=False) -> list[bool]``:
-    the offline-safe IFEval checkers, for verifying synthesized data."""
-    from lm_eval.tasks._yaml_loader import _import_func_in_yml
-
-    return _import_func_in_yml("utils.check_instructions", TASKS_DIR / "ifeval_offline")

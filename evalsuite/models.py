@@ -63,7 +63,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     t0 = time.time()
-    log.info("converting %s to an HF folder at %s (once; ~20 s)", gguf.name, target)
+    log.info("converting %s to an HF folder at %s (once)", gguf.name, target)
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     # transformers marks GGUF-loaded models as quantized and the Trainer then refuses them;

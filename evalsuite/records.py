@@ -1,9 +1,21 @@
-"""The one record schema and its JSONL I/O.
+"""The one training-record format and the one atomic JSON/JSONL I/O, for every package.
 
 A record is ``{"id", "messages": [{"role", "content"}, ...], "source",
-"tags": {"fine": [], "macro": []}, "scores": {}, "meta": {}}`` — the chat format
-TRL, axolotl and LLaMA-Factory read as is. Eval samples (``samples.jsonl``) use the
-same I/O but their own flat fields.
+"tags": {"fine": [], "macro": []}, "scores": {}, "meta": {}}`` — the chat format TRL, axolotl
+and LLaMA-Factory read as is. The rules (``validate_record``), in one place:
+
+* ``id``: a non-empty string, unique within a file;
+* ``messages``: a non-empty list of ``{"role": system|user|assistant, "content": str}`` with at
+  least one assistant turn (a record without one has nothing to train on);
+* ``source``: a non-empty string (``synth``, ``pool:<name>``, ...);
+* ``tags``: ``{"fine": [...], "macro": [...]}``; ``scores`` and ``meta``: objects (optional on
+  disk, filled in by ``read_records``).
+
+It lives at the bottom of the dependency picture (evalsuite imports neither synth nor train)
+and imports nothing heavy (no torch, no lm-eval), so ``train`` reads record files through it
+too. Eval samples (``samples.jsonl``) use the same I/O with their own flat fields.
+Every write goes to a temp name in the same folder and is renamed into place: a killed
+process never leaves half a file.
 """
 from __future__ import annotations
 
@@ -42,47 +54,60 @@ def make_record(messages: list[dict], source: str, *, id: str | None = None,
 
 
 def validate_record(rec: Any, where: str) -> None:
-    """Raise RecordError naming ``where`` (file:line or id) if ``rec`` breaks the schema."""
+    """Raise RecordError naming ``where`` (file:line or an origin) if ``rec`` breaks the rules above."""
     if not isinstance(rec, dict):
         raise RecordError(f"{where}: record must be a JSON object, got {type(rec).__name__}")
-    for key in ("id", "messages", "source"):
-        if key not in rec:
-            raise RecordError(f"{where}: record is missing key {key!r}")
-    msgs = rec["messages"]
+    rid = rec.get("id")
+    if not isinstance(rid, str) or not rid:
+        raise RecordError(f"{where}: record needs a non-empty string 'id'")
+    where = f"{where}: record {rid!r}"
+    msgs = rec.get("messages")
     if not isinstance(msgs, list) or not msgs:
         raise RecordError(f"{where}: 'messages' must be a non-empty list")
     for i, m in enumerate(msgs):
         if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
             raise RecordError(f"{where}: messages[{i}] must be {{'role': one of {ROLES}, 'content': str}}")
     if not any(m["role"] == "assistant" for m in msgs):
-        raise RecordError(f"{where}: record has no assistant turn")
+        raise RecordError(f"{where}: no assistant turn")
+    if not isinstance(rec.get("source"), str) or not rec["source"]:
+        raise RecordError(f"{where}: needs a non-empty string 'source'")
     tags = rec.get("tags", {"fine": [], "macro": []})
     if not isinstance(tags, dict) or not all(isinstance(tags.get(k, []), list) for k in ("fine", "macro")):
         raise RecordError(f"{where}: 'tags' must be {{'fine': [...], 'macro': [...]}}")
+    for key in ("scores", "meta"):
+        if not isinstance(rec.get(key, {}), dict):
+            raise RecordError(f"{where}: {key!r} must be an object")
 
 
-def iter_jsonl(path: str | os.PathLike) -> Iterator[dict]:
-    """Yield the JSON objects of a JSONL file; a broken line raises RecordError naming file:line."""
-    path = Path(path)
+def _numbered(path: Path) -> Iterator[tuple[int, Any]]:
+    if not path.is_file():
+        raise RecordError(f"{path}: no such file")
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                yield json.loads(line)
+                yield lineno, json.loads(line)
             except json.JSONDecodeError as exc:
                 raise RecordError(f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
+def iter_jsonl(path: str | os.PathLike) -> Iterator[Any]:
+    """Yield the JSON values of a JSONL file; a broken line raises RecordError naming file:line."""
+    for _, obj in _numbered(Path(path)):
+        yield obj
+
+
+def read_jsonl(path: str | os.PathLike) -> list:
     return list(iter_jsonl(path))
 
 
 def read_records(path: str | os.PathLike) -> list[dict]:
-    """Read and validate schema records (JSONL)."""
+    """Read and validate schema records (JSONL); errors name file:line."""
+    path = Path(path)
     out = []
-    for i, rec in enumerate(iter_jsonl(path), 1):
-        validate_record(rec, where=f"{path}: record {i}")
+    for lineno, rec in _numbered(path):
+        validate_record(rec, where=f"{path}:{lineno}")
         rec.setdefault("tags", {"fine": [], "macro": []})
         rec.setdefault("scores", {})
         rec.setdefault("meta", {})
@@ -90,11 +115,23 @@ def read_records(path: str | os.PathLike) -> list[dict]:
     return out
 
 
-def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:
-    """Write rows atomically (temp file, then rename): a killed write leaves no half file."""
-    path = Path(path)
+def _tmp_for(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    tmp = _tmp_for(path)
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:
+    """Write rows atomically; returns how many were written."""
+    path = Path(path)
+    tmp = _tmp_for(path)
     n = 0
     with tmp.open("w", encoding="utf-8") as fh:
         for row in rows:
@@ -105,11 +142,7 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -15,12 +15,12 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 
 from evalsuite.records import content_hash, write_jsonl
-from synth.decontam import words
+from synth.overlap import words
 from synth.embed import DEFAULT_EMBEDDER, cache_folder, embed_texts, record_text
 from synth.pool import PoolConfig
 
@@ -39,7 +39,7 @@ class RetrieveConfig:
     token_budget: int = 250_000       # at most this many tokens selected (0 = no limit)
     min_similarity: float = 0.35      # cosine below this is not a match
     tokenizer: str = ""               # HF tokenizer (path, id, embedded:<name>) for counts; "" = chars/4
-    index: str = "flat"               # flat (exact; fine to ~1M records) | hnsw (approximate, large pools)
+    index: Literal["flat", "hnsw"] = "flat"             # flat (exact; fine to ~1M records) | hnsw (approximate, large pools)
     distinct_prompts: bool = True     # take one record per first user turn (ShareGPT repeats popular prompts)
 
 

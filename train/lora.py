@@ -8,21 +8,21 @@ labelled positions. Checkpoints go to ``out_dir/checkpoints`` and a re-run resum
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import random
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from . import attention
-from .data import select_records, write_jsonl
+from evalsuite.records import content_hash, write_json, write_jsonl
+
+from .data import select_records
 from .format import SkipRecord, encode
 from .packing import FlatCollator, RowDataset, make_rows
 
@@ -35,8 +35,8 @@ LLAMA_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 class LoraSettings:
     r: int = 16                    # adapter rank
     alpha: int = 32                # scaling numerator (alpha / r)
-    # 0 like torchtune's LoRA recipes: on this CPU the dropout masks cost ~9% of a step
-    # (measured: achieved/peak 0.44 -> 0.52 at batch_size 2); set 0.05-0.1 for small data sets
+    # 0 like torchtune's LoRA recipes: the dropout masks are a measurable share of a CPU step
+    # (train/README.md); set 0.05-0.1 for small data sets
     dropout: float = 0.0
     target_modules: list[str] = field(default_factory=lambda: list(LLAMA_LINEAR))
 
@@ -45,28 +45,30 @@ class LoraSettings:
 class TrainConfig:
     # continue: train the previous round's adapter further on new data + replay (Infinity-Instruct
     # style; cheapest per round). restart: a fresh adapter on all accumulated data (DataEnvGym, LLM2LLM).
-    policy: str = "continue"
+    policy: Literal["continue", "restart"] = "continue"
     replay: float = 0.25           # share of the training set drawn from earlier rounds under `continue`
     lora: LoraSettings = field(default_factory=LoraSettings)
     lr: float = 2e-4
     epochs: float = 1.0
     max_steps: int = -1            # > 0 overrides epochs
-    batch_size: int = 2            # packed rows per step (each up to max_seq_len tokens); 2 beat 4 on 2 CPU cores
+    batch_size: int = 2            # packed rows per step (each up to max_seq_len tokens); see train/README.md
     grad_accum: int = 1
     max_seq_len: int = 1024        # longer records are skipped and counted, never truncated
     pack: bool = True              # best-fit-decreasing packing; False: one record per row
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
     seed: int = 0
-    device: str = "cpu"            # cpu | cuda
-    bf16: bool = False             # cuda only; fp32 on CPU (bf16 matmuls are ~250x slower there)
-    gradient_checkpointing: bool = False  # trades ~17% speed for activation memory
+    device: Literal["cpu", "cuda"] = "cpu"
+    bf16: bool = False             # cuda only; fp32 on CPU, where bf16 matmuls are far slower
+    gradient_checkpointing: bool = False  # trades speed for activation memory
     save_steps: int = 50
     logging_steps: int = 5
-    lr_scheduler: str = "cosine"   # any transformers SchedulerType name
+    lr_scheduler: Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+                          "constant_with_warmup", "inverse_sqrt", "cosine_with_min_lr"] = "cosine"
     max_grad_norm: float = 1.0
     save_total_limit: int = 2      # checkpoints kept while training (all removed after success)
-    attn_implementation: str = "packed_sdpa"  # packed_sdpa | flash_attention_2 (GPU) | sdpa (builds N*N mask)
+    # packed_sdpa: per-example attention over packed rows; sdpa builds an N*N mask; flash_attention_2 on GPU
+    attn_implementation: Literal["packed_sdpa", "flash_attention_2", "sdpa", "eager"] = "packed_sdpa"
     eot_token: str = ""            # end-of-turn text trained with each reply; "" = tokenizer's eos
     threads: int = 0               # torch CPU threads (0 = torch default); 1 is far faster on a busy shared CPU
     # command that starts the training process in place of `python` (train_subprocess, the loop),
@@ -75,31 +77,13 @@ class TrainConfig:
 
     NOT_FINGERPRINTED = ("launcher",)  # the loop reruns no training when only the launcher changes
 
-    @classmethod
-    def from_dict(cls, d: dict, where: str = "config") -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise KeyError(f"{where}: unknown TrainConfig key(s) {unknown}; known: {sorted(names)}")
-        d = dict(d)
-        if isinstance(d.get("lora"), dict):
-            lnames = {f.name for f in dataclasses.fields(LoraSettings)}
-            bad = sorted(set(d["lora"]) - lnames)
-            if bad:
-                raise KeyError(f"{where}: unknown TrainConfig key(s) {['lora.' + b for b in bad]}; "
-                               f"known: {sorted('lora.' + n for n in lnames)}")
-            d["lora"] = LoraSettings(**d["lora"])
-        return cls(**d)
-
-    def check(self) -> None:
-        if self.policy not in ("continue", "restart"):
-            raise ValueError(f"policy: expected 'continue' or 'restart', got {self.policy!r}")
-        if self.device not in ("cpu", "cuda"):
-            raise ValueError(f"device: expected 'cpu' or 'cuda', got {self.device!r}")
+    def __post_init__(self) -> None:
+        """Static checks, run when the config is made (the loader reports them naming the key);
+        whether a CUDA device exists is checked when training starts."""
         if self.bf16 and self.device == "cpu":
-            raise ValueError("bf16: true needs device: cuda (bf16 on this CPU is ~250x slower than fp32)")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device: cuda requested but torch sees no CUDA device")
+            raise ValueError("bf16: true needs device: cuda (bf16 matmuls on CPU are far slower than fp32)")
+        if not 0.0 <= self.replay < 1.0:
+            raise ValueError(f"replay: expected a share in [0, 1), got {self.replay!r}")
         if self.lora.r < 1:
             raise ValueError(f"lora.r: must be >= 1, got {self.lora.r}")
         for k in ("batch_size", "grad_accum", "max_seq_len", "save_steps", "logging_steps"):
@@ -112,12 +96,6 @@ def _check_base(base: str) -> str:
         raise ValueError(f"base {base!r}: train/ takes an HF path or id; resolve embedded models first "
                          "(evalsuite.models.resolve_model; the loop passes resolved paths)")
     return base
-
-
-def _adapter_weights(model) -> dict[str, torch.Tensor]:
-    from peft import get_peft_model_state_dict
-
-    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
 
 
 def build_model(cfg: TrainConfig, base: str, adapter_in: str | None = None):
@@ -191,8 +169,7 @@ def _rate_callback(collator: FlatCollator):
 
 
 def _fingerprint(cfg: TrainConfig, base: str, adapter_in: str | None, records: list[dict]) -> str:
-    blob = json.dumps([dataclasses.asdict(cfg), base, adapter_in, records], sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return content_hash(dataclasses.asdict(cfg), base, adapter_in, records)
 
 
 def _prepare_checkpoints(ckpt: Path, fp: str) -> str | None:
@@ -208,18 +185,13 @@ def _prepare_checkpoints(ckpt: Path, fp: str) -> str | None:
     return get_last_checkpoint(str(ckpt))
 
 
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-
-
 def train(cfg: TrainConfig, data: list[Path], base: str, out_dir: Path,
           adapter_in: str | None = None, history: Sequence[Path] = (), callbacks: Sequence = ()) -> dict:
     """Train one round's adapter; see train/README.md for the files written. Returns metrics."""
     from transformers import AutoTokenizer, TrainingArguments
 
-    cfg.check()
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: cuda requested but torch sees no CUDA device")
     if cfg.threads > 0:  # process-wide; train() owns its (sub)process
         torch.set_num_threads(cfg.threads)
     out_dir = Path(out_dir)
@@ -252,7 +224,7 @@ def train(cfg: TrainConfig, data: list[Path], base: str, out_dir: Path,
     dataset = RowDataset(examples, rows)
     ordered = [kept[j] for row in rows for j in row]
     write_jsonl(out_dir / "train_set.jsonl", ordered)
-    _write_json(out_dir / "train_config.json", dataclasses.asdict(cfg))
+    write_json(out_dir / "train_config.json", dataclasses.asdict(cfg))
 
     # 4. model + Trainer; resume from this run's last checkpoint if a previous attempt was killed
     ckpt = out_dir / "checkpoints"
@@ -302,7 +274,7 @@ def train(cfg: TrainConfig, data: list[Path], base: str, out_dir: Path,
         "n_records": len(ordered), "skipped": {k: len(v) for k, v in skipped.items()},
         "skipped_ids": skipped, "init": init, "resumed_from": resume, **counts,
     }
-    _write_json(out_dir / "metrics.json", metrics)
+    write_json(out_dir / "metrics.json", metrics)
     shutil.rmtree(ckpt, ignore_errors=True)
     return metrics
 

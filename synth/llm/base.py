@@ -1,8 +1,6 @@
 """The one small protocol every LLM backend implements.
 
-``generate(list of message lists, sampling) -> list of texts`` and, for IFD scoring,
-``completion_logprobs(prompts, completions) -> per-completion mean token log-probs``
-(both conditional on the prompt and, when ``prompts`` is None, unconditional).
+``generate(list of message lists, sampling) -> list of texts`` and ``close()``.
 A message list that ends with an assistant turn is a *prefill*: the backend continues
 that turn and returns only the continuation (tiny teachers follow a format far more
 often when its first words are given). Backends know nothing of the loop's stages.
@@ -10,7 +8,7 @@ often when its first words are given). Backends know nothing of the loop's stage
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Literal, Protocol, Sequence, runtime_checkable
 
 Messages = list[dict]  # [{"role": "user", "content": "..."}, ...]
 
@@ -26,10 +24,10 @@ class Sampling:
 
 @dataclass
 class LLMConfig:
-    backend: str = "hf"          # hf | vllm | openai | fake
+    backend: Literal["hf", "vllm", "openai", "fake"] = "hf"
     model: str = "embedded:smollm2-135m-instruct"   # HF id, local path or embedded:<name>
-    device: str = "cpu"          # cpu | cuda | auto
-    dtype: str = "float32"       # fp32 on CPU (bf16 is ~250x slower on this CPU)
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"  # fp32 on CPU: bf16 is far slower there
     batch_size: int = 16
     max_model_len: int = 2048    # prompt + completion tokens
     base_url: str = ""           # openai backend: http://host:port/v1
@@ -41,8 +39,5 @@ class LLMConfig:
 @runtime_checkable
 class LLM(Protocol):
     def generate(self, prompts: Sequence[Messages], sampling: Sampling) -> list[str]: ...
-
-    def completion_logprobs(self, prompts: Sequence[Messages] | None,
-                            completions: Sequence[str]) -> list[float]: ...
 
     def close(self) -> None: ...

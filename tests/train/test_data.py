@@ -5,20 +5,21 @@ import json
 
 import pytest
 
-from train.data import DataError, read_records, select_records
+from evalsuite.records import RecordError
+from train.data import read_records, select_records
 
 
 def test_bad_line_names_file_and_line(tmp_path):
     p = tmp_path / "bad.jsonl"
-    good = {"id": "a", "messages": [{"role": "user", "content": "hi"}]}
+    good = {"id": "a", "source": "t", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
     p.write_text(json.dumps(good) + "\n{not json\n")
-    with pytest.raises(DataError, match=r"bad.jsonl:2: invalid JSON"):
+    with pytest.raises(RecordError, match=r"bad.jsonl:2: invalid JSON"):
         read_records(p)
     p.write_text(json.dumps(good) + "\n" + json.dumps({"id": "b", "messages": [{"role": "bot", "content": "x"}]}))
-    with pytest.raises(DataError, match=r"bad.jsonl:2: record 'b': messages\[0\]"):
+    with pytest.raises(RecordError, match=r"bad.jsonl:2: record 'b': messages\[0\]"):
         read_records(p)
     p.write_text(json.dumps({"messages": []}))
-    with pytest.raises(DataError, match=r"bad.jsonl:1: .*'id'"):
+    with pytest.raises(RecordError, match=r"bad.jsonl:1: .*'id'"):
         read_records(p)
 
 
@@ -43,9 +44,20 @@ def test_restart_takes_all_history_once(records_file, tmp_path):
     assert len(recs) == 13 and counts["n_from_history"] == 8 and counts["duplicate_ids_dropped"] == 8
 
 
-def test_bad_policy_and_replay_are_errors(records_file):
-    new = records_file("new", 2)
-    with pytest.raises(ValueError, match="policy"):
-        select_records([new], [], "resume", 0.1, 0)
+def test_a_record_without_an_answer_or_source_is_refused_with_its_line(tmp_path):
+    p = tmp_path / "r.jsonl"
+    p.write_text(json.dumps({"id": "q", "source": "t", "messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    with pytest.raises(RecordError, match=r"r.jsonl:1: record 'q': no assistant turn"):
+        read_records(p)
+    p.write_text(json.dumps({"id": "q", "messages": [{"role": "assistant", "content": "hi"}]}) + "\n")
+    with pytest.raises(RecordError, match=r"r.jsonl:1: record 'q': needs a non-empty string 'source'"):
+        read_records(p)
+    with pytest.raises(RecordError, match="no such file"):
+        read_records(tmp_path / "missing.jsonl")
+
+
+def test_bad_replay_is_refused_when_the_config_is_made():
+    from train.lora import TrainConfig
+
     with pytest.raises(ValueError, match="replay"):
-        select_records([new], [], "continue", 1.0, 0)
+        TrainConfig(replay=1.0)

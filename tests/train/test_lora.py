@@ -9,7 +9,6 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, TrainerCallback
 
-from train.launch import train_subprocess
 from train.lora import LoraSettings, TrainConfig, build_model, export, train
 
 
@@ -46,8 +45,10 @@ class Kill(TrainerCallback):
 def test_overfit_loss_falls_only_adapter_changes_and_files_are_written(tmp_path, tiny_model_path, helpers):
     make_records, write = helpers
     recs = make_records(4, "fit")
-    bad = [{"id": "no-reply", "messages": [{"role": "user", "content": "hello?"}]},
-           {"id": "huge", "messages": [{"role": "user", "content": "x " * 400}, {"role": "assistant", "content": "y"}]}]
+    # valid but too long for max_seq_len: skipped and counted, never truncated (a record with no
+    # assistant turn is invalid and stops the read: tests/train/test_data.py)
+    bad = [{"id": "huge", "source": "t",
+            "messages": [{"role": "user", "content": "x " * 400}, {"role": "assistant", "content": "y"}]}]
     data = write(tmp_path / "d.jsonl", recs + bad)
     cap = Capture()
     m = train(small(max_steps=15, lr=5e-3, dropout=0.0), [data], tiny_model_path, tmp_path / "out", callbacks=[cap])
@@ -72,7 +73,7 @@ def test_overfit_loss_falls_only_adapter_changes_and_files_are_written(tmp_path,
     trained = [json.loads(line) for line in (out / "train_set.jsonl").read_text().splitlines()]
     assert sorted(r["id"] for r in trained) == sorted(r["id"] for r in recs)
     assert trained == [next(r for r in recs if r["id"] == t["id"]) for t in trained]  # records unchanged
-    assert m["skipped"] == {"no_assistant": 1, "too_long": 1}
+    assert m["skipped"] == {"too_long": 1}
     assert m["n_records"] == 4 and m["pad_share"] == 0.0 and m["steps"] == 15
     assert m["tokens_seen"] > 0 and m["tokens_per_s"] > 0
     state = json.loads((out / "trainer_state.json").read_text())
@@ -159,16 +160,34 @@ def test_export_merges_into_a_standalone_model(tmp_path, tiny_model_path, record
 
 
 def test_cli_in_a_subprocess_and_override_errors(tmp_path, tiny_model_path, records_file):
+    import dataclasses
+    import json
+    import subprocess
+    import sys
+
+    from evalsuite.typedconfig import ConfigError
     from train.__main__ import load_config
 
-    m = train_subprocess(small(max_steps=2), [records_file("d", 4)], tiny_model_path, tmp_path / "sub")
+    conf = tmp_path / "train.json"
+    conf.write_text(json.dumps(dataclasses.asdict(small(max_steps=2))))
+    cmd = [sys.executable, "-m", "train", "--data", str(records_file("d", 4)), "--base", tiny_model_path,
+           "--out", str(tmp_path / "sub"), "--config", str(conf)]
+    subprocess.run(cmd + ["logging_steps=1"], check=True, capture_output=True)
+    m = json.loads((tmp_path / "sub" / "metrics.json").read_text())
     assert m["steps"] == 2 and (tmp_path / "sub" / "adapter" / "adapter_model.safetensors").is_file()
-    cfg = load_config(str(tmp_path / "sub" / "train_request.json"), ["lora.r=8", "pack=false", "lora.target_modules=q_proj,v_proj"])
+    cfg = load_config(str(conf), ["lora.r=8", "pack=false", "lora.target_modules=[q_proj,v_proj]"])
     assert (cfg.lora.r, cfg.pack, cfg.lora.target_modules, cfg.max_steps) == (8, False, ["q_proj", "v_proj"], 2)
-    with pytest.raises(KeyError, match="'rank'"):
+    with pytest.raises(ConfigError, match="unknown key 'rank'"):
         load_config(None, ["rank=8"])
-    with pytest.raises(ValueError, match="lr"):
+    with pytest.raises(ConfigError, match="lr: expected float"):
         load_config(None, ["lr=fast"])
+    with pytest.raises(ConfigError, match=r"policy: must be one of .*'contnue'.*did you mean 'continue'"):
+        load_config(None, ["policy=contnue"])
+    with pytest.raises(ConfigError, match="bf16: true needs device: cuda"):
+        load_config(None, ["bf16=true"])
+    # the CLI says it in one line, exit code 2, before any work
+    bad = subprocess.run(cmd + ["policy=contnue"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("config error:") and "Traceback" not in bad.stderr
     with pytest.raises(ValueError, match="embedded"):
         train(small(), [records_file("e", 2)], "embedded:smollm2-135m-instruct", tmp_path / "e")
 
