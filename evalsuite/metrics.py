@@ -1,7 +1,8 @@
 """Answer extraction and per-item metrics shared by the suite's tasks (no lm-eval import here).
 
-Task ``utils.py`` files (loaded by lm-eval through ``!function``) and user tasks call these;
-``synth`` may reuse them to verify generated answers.
+Task ``utils.py`` files (loaded by lm-eval through ``!function``) and user tasks call these, and
+``synth.verify`` judges synthesized answers with the same functions: data is checked by the rules
+that score the student.
 """
 from __future__ import annotations
 
@@ -94,10 +95,16 @@ def first_line_answer(text: str) -> str:
 _FENCE = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)(?:```|$)", re.S)
 
 
-def extract_code(text: str) -> str:
-    """The first fenced code block of a response (an unclosed fence runs to the end), else the text."""
+def code_block(text: str) -> str | None:
+    """The first fenced code block of a response (an unclosed fence runs to the end), or None."""
     m = _FENCE.search(text or "")
-    return m.group(1) if m else (text or "")
+    return m.group(1) if m else None
+
+
+def extract_code(text: str) -> str:
+    """What the code tasks run: the first fenced block, else the whole response."""
+    block = code_block(text)
+    return block if block is not None else (text or "")
 
 
 def code_passes(program: str, timeout_s: float = 5.0, memory_mb: int = 512) -> bool:

@@ -1,7 +1,7 @@
 """Decontamination: no training record may share an n-gram with any eval item.
 
-Texts are compared as normalised words (``words``: Unicode NFKC, lower case, runs of
-letters/digits; punctuation and spacing ignored). Eval texts are the prompts and targets of
+Texts are compared as normalised words (``synth.overlap.words``: Unicode NFKC, lower case,
+runs of letters/digits; punctuation and spacing ignored), the same words every overlap check uses. Eval texts are the prompts and targets of
 all eval samples. The rule, by the length of an eval text in words:
 
 * ``>= n`` words (default 13, as in GPT-3's decontamination): every word n-gram of it is a
@@ -15,55 +15,39 @@ A record's text is each of its messages separately (n-grams do not span two mess
 """
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections import Counter
 
-_WORD = re.compile(r"[^\W_]+", re.UNICODE)
-
-
-def words(text: str) -> list[str]:
-    """Normalised words: NFKC, lower case, letter/digit runs (punctuation and spaces dropped)."""
-    return _WORD.findall(unicodedata.normalize("NFKC", text).lower())
-
-
-def _grams(ws: list[str], n: int):
-    for i in range(len(ws) - n + 1):
-        yield " ".join(ws[i:i + n])
+from synth.overlap import NgramIndex, ngrams, words
 
 
 class EvalIndex:
-    """The keys of all eval texts: n-gram/whole-text string -> index of the eval text."""
+    """The keys of all eval texts (n-grams of long texts, whole short texts) -> eval text index."""
 
     def __init__(self, eval_texts: list[str], n: int = 13, min_words: int = 6):
         if n < 1 or min_words < 1:
             raise ValueError(f"decontam: n and min_words must be >= 1, got n={n}, min_words={min_words}")
         self.n, self.min_words = n, min_words
-        self.keys: dict[int, dict[str, int]] = {}  # key length in words -> {key: eval idx}
+        self.index = NgramIndex()
+        self.eval_idx: list[int] = []      # index entry -> eval text
         self.stats = Counter(eval_texts=len(eval_texts))
         for idx, text in enumerate(eval_texts):
             ws = words(text)
             if len(ws) >= n:
-                table = self.keys.setdefault(n, {})
-                for g in _grams(ws, n):
-                    table.setdefault(g, idx)
-                self.stats["eval_ngram_texts"] += 1
+                keys, kind = ngrams(ws, n), "eval_ngram_texts"
             elif len(ws) >= min_words:
-                self.keys.setdefault(len(ws), {}).setdefault(" ".join(ws), idx)
-                self.stats["eval_short_containment"] += 1
+                keys, kind = [tuple(ws)], "eval_short_containment"
             else:
                 self.stats["eval_short_ignored"] += 1
-        self.stats["keys"] = sum(len(t) for t in self.keys.values())
+                continue
+            self.index.add(keys)
+            self.eval_idx.append(idx)
+            self.stats[kind] += 1
+        self.stats["keys"] = len(self.index.postings)
 
     def match(self, text: str) -> tuple[int, str] | None:
         """(eval index, matched words) of the first key found in ``text``, else None."""
-        ws = words(text)
-        for length, table in self.keys.items():
-            for g in _grams(ws, length):
-                idx = table.get(g)
-                if idx is not None:
-                    return idx, g
-        return None
+        hit = self.index.first_hit(words(text))
+        return (self.eval_idx[hit[0]], " ".join(hit[1])) if hit else None
 
 
 def decontaminate(records: list[dict], eval_texts: list[str], n: int = 13,

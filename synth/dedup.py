@@ -2,9 +2,9 @@
 
 Three passes, each counted:
 
-* **exact** — same normalised text (``decontam.words``) of every message, roles included;
+* **exact** — same normalised text (``synth.overlap.words``) of every message, roles included;
 * **near** — word-shingle Jaccard of the first user turn (the instruction) at or above
-  ``near_threshold`` against any kept record, found through an inverted index of shingles
+  ``near_threshold`` against any kept record, found through ``synth.overlap.NgramIndex``
   (no all-pairs loop). A turn shorter than ``shingle_n`` words is one shingle, so it only
   matches the same short turn;
 * **semantic** (off unless ``semantic_threshold`` > 0) — embedding cosine of first user
@@ -13,46 +13,29 @@ Three passes, each counted:
 from __future__ import annotations
 
 import os
-from collections import Counter, defaultdict
 
 import numpy as np
 
 from evalsuite.records import content_hash
-from synth.decontam import words
 from synth.embed import DEFAULT_EMBEDDER, embed_texts, record_text
+from synth.overlap import NgramIndex, shingles, words
 
 
 def exact_key(rec: dict) -> str:
     return content_hash([(m["role"], " ".join(words(m["content"]))) for m in rec["messages"]])
 
 
-def shingles(text: str, n: int) -> set[int]:
-    ws = words(text)
-    if len(ws) < n:
-        return {hash(tuple(ws))}
-    return {hash(tuple(ws[i:i + n])) for i in range(len(ws) - n + 1)}
-
-
 def _near_dups(records: list[dict], threshold: float, n: int) -> list[int | None]:
     """For each record, the index of an earlier kept record it nearly duplicates, else None."""
-    postings: dict[int, list[int]] = defaultdict(list)
-    sizes: dict[int, int] = {}
+    index, kept_at = NgramIndex(), []     # index entry -> record position
     out: list[int | None] = []
     for i, rec in enumerate(records):
-        sh = shingles(record_text(rec), n)
-        overlap: Counter = Counter()
-        for s in sh:
-            overlap.update(postings.get(s, ()))
-        match = None
-        for j, inter in overlap.items():
-            if inter / (len(sh) + sizes[j] - inter) >= threshold:
-                match = j
-                break
-        out.append(match)
-        if match is None:
-            sizes[i] = len(sh)
-            for s in sh:
-                postings[s].append(i)
+        sh = shingles(words(record_text(rec)), n)
+        j = index.jaccard_match(sh, threshold)
+        out.append(None if j is None else kept_at[j])
+        if j is None:
+            index.add(sh)
+            kept_at.append(i)
     return out
 
 

@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from evalsuite.metrics import code_block
 from evalsuite.records import content_hash, make_record, write_jsonl
 from synth import evolve as evolve_mod
 from synth import multiturn, parse, verify
 from synth.llm.base import LLM, Sampling
+from synth.overlap import NgramIndex, shingles, words
 from synth.prompts import render_chat, user, with_prefill
 
 log = logging.getLogger(__name__)
@@ -58,42 +60,22 @@ class SynthConfig:
 
 
 # ------------------------------------------------------------------ near-copy filter
-def _norm_words(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9]+", text.lower())
-
-
-def _shingles(text: str, n: int = 3) -> frozenset:
-    w = _norm_words(text)
-    return frozenset(tuple(w[i:i + n]) for i in range(max(1, len(w) - n + 1))) if w else frozenset()
-
-
 class NearCopyFilter:
-    """Finds texts whose word 3-grams nearly equal a reference text's (an inverted index keeps it fast)."""
+    """Finds texts whose word 3-grams nearly equal a reference text's (``synth.overlap``)."""
 
-    def __init__(self, texts: Sequence[str] = (), threshold: float = 0.6):
-        self.threshold = threshold
-        self.sets: list[frozenset] = []
-        self.index: dict[tuple, list[int]] = {}
+    def __init__(self, texts: Sequence[str] = (), threshold: float = 0.6, n: int = 3):
+        self.threshold, self.n = threshold, n
+        self.index = NgramIndex()
         for t in texts:
             self.add(t)
 
     def add(self, text: str) -> None:
-        s = _shingles(text)
-        if not s:
-            return
-        for g in s:
-            self.index.setdefault(g, []).append(len(self.sets))
-        self.sets.append(s)
+        sh = shingles(words(text), self.n)
+        if sh:
+            self.index.add(sh)
 
     def hits(self, text: str) -> bool:
-        s = _shingles(text)
-        if not s:
-            return False
-        shared: dict[int, int] = {}
-        for g in s:
-            for j in self.index.get(g, ()):
-                shared[j] = shared.get(j, 0) + 1
-        return any(c / (len(s) + len(self.sets[j]) - c) >= self.threshold for j, c in shared.items())
+        return self.index.jaccard_match(shingles(words(text), self.n), self.threshold) is not None
 
 
 # ------------------------------------------------------------------ instruction pieces
@@ -138,7 +120,7 @@ def synthesize(llm: LLM, deficiencies: list[dict], cfg: SynthConfig, round_idx: 
                                                                  "kept": 0, "dropped": {}},
                    "evolve": {}, "responses": {"prompted": 0, "dropped": {}},
                    "verify": {"numeric_checked": 0, "numeric_agree": 0, "numeric_no_number": 0, "code_checked": 0,
-                              "code_passed": 0, "code_skipped_no_sandbox": 0, "dropped": {}},
+                              "code_passed": 0, "dropped": {}},
                    "multiturn": {}, "records": 0}
     bench = NearCopyFilter(avoid_texts, cfg.near_copy_threshold)
 
@@ -257,11 +239,7 @@ def _verify(llm: LLM, items: list[dict], cfg: SynthConfig, seed: int, st: dict) 
     for it in items:
         if "verify" in it or not (cfg.verify_code and verify.wants_code(it["instruction"], it["response"])):
             continue
-        passed, status = verify.run_code_check(verify.extract_code(it["response"]), cfg.code_timeout_s,
-                                               cfg.code_memory_mb)
-        if passed is None:
-            st["code_skipped_no_sandbox"] += 1
-            continue
+        passed, status = verify.run_code_check(code_block(it["response"]), cfg.code_timeout_s, cfg.code_memory_mb)
         st["code_checked"] += 1
         st["code_passed"] += int(passed)
         it["verify"] = verify.Verdict(passed, "code", "" if passed else f"code_{status}")

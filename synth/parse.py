@@ -134,31 +134,3 @@ def looks_like_label(text: str, max_words: int) -> bool:
 
 def is_refusal(text: str) -> bool:
     return bool(_REFUSAL.search(text or ""))
-
-
-_NUM = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
-
-
-def final_number(text: str) -> float | None:
-    """The answer's number: after '####' / 'answer is' / '=' if present, else the last number."""
-    if not text:
-        return None
-    for pat in (r"####\s*(.+)", r"(?i)answer(?: is)?\s*[:=]?\s*(.+)", r"\\boxed\{([^}]*)\}"):
-        m = re.search(pat, text)
-        if m:
-            nums = _NUM.findall(m.group(1))
-            if nums:
-                return _to_float(nums[0])
-    nums = _NUM.findall(text)
-    return _to_float(nums[-1]) if nums else None
-
-
-def _to_float(s: str) -> float | None:
-    s = s.replace(",", "")
-    try:
-        if "/" in s:
-            a, b = s.split("/")
-            return float(a) / float(b) if float(b) else None
-        return float(s)
-    except ValueError:
-        return None

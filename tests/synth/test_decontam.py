@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from evalsuite.records import make_record
-from synth.decontam import EvalIndex, decontaminate, words
+from synth.decontam import EvalIndex, decontaminate
+from synth.overlap import words
 
 EVAL_PROMPT = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many "
                "clips in May. How many clips did Natalia sell altogether in April and May?")

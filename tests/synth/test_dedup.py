@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 
 from evalsuite.records import RecordError, make_record, read_records
-from synth.dedup import dedup, shingles
+from synth.dedup import dedup
 from synth.mix import MixConfig, mix
+from synth.overlap import shingles, words
 
 LONG_Q = ("Write a short story about a lighthouse keeper who discovers a message in a bottle "
           "that was sent from the future by her own granddaughter")
@@ -35,7 +36,7 @@ def test_near_duplicates_by_shingle_jaccard_keep_the_first():
 
 
 def test_short_turns_are_one_shingle():
-    assert len(shingles("hi there", 5)) == 1
+    assert len(shingles(words("hi there"), 5)) == 1
     kept, st = dedup([rec("hi there", "x", rid="1"), rec("Hi, there!", "y", rid="2"), rec("hi you", "z", rid="3")])
     assert [r["id"] for r in kept] == ["1", "3"] and st["near_duplicate"] == 1
 

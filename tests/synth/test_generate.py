@@ -32,7 +32,10 @@ def test_synthesize_builtin_fake_writes_valid_records(tmp_path):
     assert any(r["meta"]["evolved"] for r in recs) and any(r["meta"]["evolved"] is None for r in recs)
     assert any(len(r["messages"]) >= 4 for r in recs) and stats["multi_turn_records"] >= 1
     assert all(r["messages"][-1]["role"] == "assistant" for r in recs)
-    assert recs[0]["tags"]["fine"] == ["arithmetic"] or recs[-1]["tags"]["fine"] == []
+    by_id = {d["id"]: d for d in DEFS}
+    for r in recs:  # a record carries the tags of the deficiency it serves
+        d = by_id[r["meta"]["deficiency_id"]]
+        assert r["tags"] == {"fine": d["tags"], "macro": d.get("macro", [])}
     assert stats["instructions"]["dropped"].get("over_budget", 0) >= 1  # oversampled prompts beyond the budget
     assert stats["verify"]["numeric_checked"] >= 1
     again = tmp_path / "again.jsonl"

@@ -26,11 +26,7 @@ def test_lists_tags_labels():
     assert parse.strip_label("plain", ["Question"]) == "plain"
 
 
-def test_final_number_and_refusal():
-    assert parse.final_number("So 3 + 4 = 7.\n#### 7") == 7
-    assert parse.final_number("The answer is 1,250 dollars, not 3") == 1250
-    assert parse.final_number("half is 1/2") == 0.5
-    assert parse.final_number("no digits") is None
+def test_refusal():
     assert parse.is_refusal("I'm sorry, but I can't help with that.")
     assert parse.is_refusal("As an AI language model, I cannot")
     assert not parse.is_refusal("Sorry is a word with five letters.")

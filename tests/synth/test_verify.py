@@ -1,6 +1,5 @@
 """Verification checks: basic, numeric agreement, code execution through the evalsuite sandbox."""
-import pytest
-
+from evalsuite.metrics import code_block
 from synth import verify
 
 
@@ -16,14 +15,30 @@ def test_basic_and_numeric():
     assert verify.numbers_agree("so it is 7", "The answer is 7.0")
     assert verify.numbers_agree("it is 7", "it is 8") is False
     assert verify.numbers_agree("no number", "8") is None
+    assert verify.numbers_agree("The answer is 1,250 dollars, not 3", "#### 1250")
+
+
+def test_synth_reads_answers_exactly_as_the_scorer_does():
+    """Verification and the benchmark's scorer extract the same number and the same code block."""
+    from evalsuite import metrics
+
+    answers = ["So 3 + 4 = 7.\nThe answer is 7 + 5 = 12.", "Step 1: 4 apples\nAnswer: 9\nCheck: 10 - 1 = 9 really 10",
+               "first 3 then 5 finally 8", "The answer is 1,250 dollars, not 3"]
+    for a in answers:
+        assert verify.numbers_agree(a, a)
+        assert verify.numbers_agree(a, f"#### {metrics.extract_number(a)}")
+    # the scorer takes "12" (after the last '=' on the answer line); a synth rule reading the
+    # first number after "answer is" would have said 7
+    assert verify.numbers_agree(answers[0], "The answer is 7.") is False
+    two = "```python\ndef f():\n    return 1\n```\nand a longer one\n```python\ndef g():\n    x = 2\n    return x\n```"
+    assert metrics.code_block(two).strip() == "def f():\n    return 1"   # the first block, as scored
 
 
 def test_code_extraction_and_execution():
-    pytest.importorskip("evalsuite.sandbox")
     good = "Here:\n```python\ndef f(x):\n    return x + 1\nassert f(1) == 2\n```"
     bad = "```python\nraise ValueError('boom')\n```"
     assert verify.wants_code("Write a Python function f.", good)
     assert not verify.wants_code("Write a poem.", good)
-    assert verify.run_code_check(verify.extract_code(good), timeout_s=20) == (True, "passed")
-    passed, status = verify.run_code_check(verify.extract_code(bad), timeout_s=20)
+    assert verify.run_code_check(code_block(good), timeout_s=20) == (True, "passed")
+    passed, status = verify.run_code_check(code_block(bad), timeout_s=20)
     assert passed is False and status == "failed"
