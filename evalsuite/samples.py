@@ -15,6 +15,22 @@ from evalsuite.stats import score_summary
 ID_FIELDS = ("id", "task_id", "key")
 
 
+def sample_key(row: dict) -> str:
+    """``task/doc_id``: how every stage names an eval item (tags, diagnoses, deficiency examples)."""
+    return f"{row['task']}/{row['doc_id']}"
+
+
+def split_rows(rows: list[dict], split: str = "dev") -> tuple[list[dict], list[dict]]:
+    """(the split's rows, those of them scored wrong): the failures diagnosis works on."""
+    part = [r for r in rows if r["split"] == split]
+    return part, [r for r in part if not r["correct"]]
+
+
+def decontam_rows(rows: list[dict]) -> list[dict]:
+    """The texts no training record may overlap: each item's prompt and target (every split)."""
+    return [{"key": sample_key(r), "field": f, "text": str(r[f])} for r in rows for f in ("prompt", "target")]
+
+
 def stable_doc_id(doc: dict, index: int) -> str:
     """The doc's own id when it has one (stable when the data is reordered), else its position."""
     for f in ID_FIELDS:

@@ -10,17 +10,19 @@ from __future__ import annotations
 import logging
 import statistics
 import time
+from collections import Counter
 from pathlib import Path
 
+from evalsuite.harness import run_eval
 from evalsuite.models import resolve_model
-from evalsuite.records import read_json, read_jsonl, read_records
+from evalsuite.records import read_json, read_jsonl, read_records, write_json, write_jsonl
+from evalsuite.samples import decontam_rows, sample_key, split_rows
 from evalsuite.stats import paired_diff
 from loop import isolate
 from loop.artifacts import RunDir, StageResult
 from loop.config import Config, save_config, to_dict
 from loop.report import write_report
 from loop.tracking import Tracker
-from train.launch import train_subprocess
 
 log = logging.getLogger("loop")
 
@@ -47,47 +49,42 @@ def run(cfg: Config, run_dir: Path) -> dict:
                 log.info("[round %d] %-10s %s in %.1f s  %s", r, res.name,
                          "resumed" if res.skipped else "done", res.wall_s, _brief(res.summary))
 
-            # 1. EVAL the current student (base + adapter, never merged)
-            # (a run extended with more rounds finds this student already measured in final/)
+            # 1. EVAL the current student (base + adapter, never merged): per-item samples + the
+            #    texts no training record may overlap (a run extended with more rounds finds this
+            #    student already measured in final/)
             ev = rd.stage(r, "eval", [cfg.eval, cfg.student, train_fp],
-                          lambda out: _eval(cfg, student, adapter, out), on_done=done, reuse_from=("final",))
-            samples = read_jsonl(ev.dir / "samples.jsonl")
-            dev = [s for s in samples if s["split"] == "dev"]
-            failures = [s for s in dev if not s["correct"]]
+                          lambda out: eval_stage(cfg, student, adapter, out), on_done=done, reuse_from=("final",))
+            samples, decontam = ev.dir / "samples.jsonl", ev.dir / "decontam_texts.jsonl"
 
             # 2. TAG the dev items (teacher; cached by content hash across rounds)
             tg = rd.stage(r, "tag", [cfg.tag, cfg.teacher, ev.fingerprint],
-                          lambda out: _teacher("loop.stages:tag", cfg, out, dev=dev,
+                          lambda out: _teacher(tag_stage, cfg, out, samples=samples,
                                                cache_path=run_dir / "cache" / "tags.jsonl"), on_done=done)
 
             # 3. DIAGNOSE the failed dev items into ranked deficiencies
             dg = rd.stage(r, "diagnose", [cfg.diagnose, cfg.teacher, tg.fingerprint],
-                          lambda out: _teacher("loop.stages:diagnose", cfg, out, dev=dev,
-                                               tags_path=tg.dir / "tags.jsonl"), on_done=done)
-            deficiencies = read_json(dg.dir / "deficiencies.json")["deficiencies"]
-            eval_texts = [t for s in samples for t in (s["prompt"], str(s["target"]))]
+                          lambda out: _teacher(diagnose_stage, cfg, out, samples=samples,
+                                               tags=tg.dir / "tags.jsonl"), on_done=done)
+            deficiencies = dg.dir / "deficiencies.json"
 
             # 4. SYNTHESIZE targeted instructions for the top deficiencies
             sy = rd.stage(r, "synthesize", [cfg.synthesize, cfg.teacher, cfg.seed, dg.fingerprint],
-                          lambda out: _teacher("loop.stages:synthesize", cfg, out, deficiencies=deficiencies,
-                                               round_idx=r, avoid_texts=eval_texts), on_done=done)
+                          lambda out: _teacher(synthesize_stage, cfg, out, deficiencies=deficiencies,
+                                               avoid=decontam, round_idx=r), on_done=done)
 
             # 5. RETRIEVE matched records from the pool (neighbours of failures and deficiencies)
             rt = rd.stage(r, "retrieve", [cfg.retrieve, dg.fingerprint],
-                          lambda out: _retrieve(cfg, cache, failures or dev, deficiencies, out), on_done=done)
+                          lambda out: retrieve_stage(cfg, cache, samples, deficiencies, out), on_done=done)
 
             # 6. MIX: dedup + decontaminate the union into the exact training input
-            from synth.mix import mix
-
             mx = rd.stage(r, "mix", [cfg.mix, sy.fingerprint, rt.fingerprint],
-                          lambda out: mix(read_records(sy.dir / "records.jsonl"),
-                                          read_records(rt.dir / "records.jsonl"),
-                                          eval_texts, cfg.mix, out / "train_data.jsonl"), on_done=done)
+                          lambda out: mix_stage(cfg, sy.dir / "records.jsonl", rt.dir / "records.jsonl",
+                                                decontam, out), on_done=done)
 
             # 7. TRAIN the next adapter (subprocess; a killed run resumes from its checkpoint)
             tr = rd.stage(r, "train", [cfg.train, cfg.student, mx.fingerprint, train_fp],
-                          lambda out: train_subprocess(cfg.train, [mx.dir / "train_data.jsonl"], student, out,
-                                                       adapter_in=adapter, history=list(history)),
+                          lambda out: isolate.train_subprocess(cfg.train, [mx.dir / "train_data.jsonl"], student,
+                                                               out, adapter_in=adapter, history=list(history)),
                           keep_partial=True, on_done=done)
             adapter, train_fp = str(tr.dir / "adapter"), tr.fingerprint
             history.append(tr.dir / "train_set.jsonl")
@@ -104,7 +101,7 @@ def run(cfg: Config, run_dir: Path) -> dict:
 
         # the last adapter is measured too: that is the student the loop hands over
         fin = rd.stage("final", "eval", [cfg.eval, cfg.student, train_fp],
-                       lambda out: _eval(cfg, student, adapter, out))
+                       lambda out: eval_stage(cfg, student, adapter, out))
         final_scores = read_json(fin.dir / "results.json")
         tracker.log({**_score_metrics(final_scores), "final": 1}, step=len(test_scores))
         tracker.summary({"final/test_mean": _headline(final_scores)})
@@ -116,31 +113,88 @@ def run(cfg: Config, run_dir: Path) -> dict:
 
 
 # ------------------------------------------------------------------ stage glue
+# Each stage function reads its inputs from files and writes its outputs under ``out``, so it can
+# be rerun from the run directory alone. Teacher stages are top-level functions: ``isolate.call``
+# pickles them by reference when the teacher needs its own process.
 
-def _eval(cfg: Config, student: str, adapter: str | None, out: Path) -> dict:
-    res = isolate.call("evalsuite.harness:run_eval", cfg.eval, student, adapter, out)
+def eval_stage(cfg: Config, student: str, adapter: str | None, out: Path) -> dict:
+    res = isolate.call(run_eval, cfg.eval, student, adapter, out)
+    write_jsonl(out / "decontam_texts.jsonl", decontam_rows(read_jsonl(out / "samples.jsonl")))
     return {"test_mean": _headline(res), "wall_s": res.get("wall_s")}
 
 
-def _teacher(target: str, cfg: Config, out: Path, **kw) -> dict:
-    # a teacher on a GPU (or vLLM) gets its own process so its memory is freed afterwards
-    if cfg.teacher.backend == "vllm" or (cfg.teacher.backend == "hf" and cfg.teacher.device != "cpu"):
-        return isolate.call(target, cfg, out, **kw)
-    module, _, func = target.partition(":")
-    import importlib
+def tag_stage(cfg: Config, out: Path, samples: Path, cache_path: Path) -> dict:
+    from synth.tagging import tag_texts
 
-    return getattr(importlib.import_module(module), func)(cfg, out, **kw)
+    dev, _ = split_rows(read_jsonl(samples))
+    texts = {sample_key(s): s["prompt"] for s in dev}
+    tags, stats = _with_teacher(cfg, lambda llm: tag_texts(llm, texts, cfg.tag, cache_path))
+    write_jsonl(out / "tags.jsonl", ({"key": k, **tags[k]} for k in texts if k in tags))
+    write_json(out / "stats.json", stats)
+    return stats
 
 
-def _retrieve(cfg: Config, cache: Path, items: list[dict], deficiencies: list[dict], out: Path) -> dict:
-    from synth.pool import load_pool
+def diagnose_stage(cfg: Config, out: Path, samples: Path, tags: Path) -> dict:
+    from synth.diagnose import diagnose
+
+    dev, failures = split_rows(read_jsonl(samples))
+    tag_of = {row["key"]: {"fine": row.get("fine", []), "macro": row.get("macro", [])} for row in read_jsonl(tags)}
+    sizes = dict(Counter(s["task"] for s in dev))     # impact = share of a task's dev items lost
+    if not failures:  # nothing to diagnose: no teacher needed
+        return diagnose(None, [], tag_of, cfg.diagnose, out, task_sizes=sizes)
+    return _with_teacher(cfg, lambda llm: diagnose(llm, failures, tag_of, cfg.diagnose, out, task_sizes=sizes))
+
+
+def synthesize_stage(cfg: Config, out: Path, deficiencies: Path, avoid: Path, round_idx: int) -> dict:
+    from synth.generate import synthesize
+
+    defs = read_json(deficiencies)["deficiencies"]
+    path = out / "records.jsonl"
+    if not defs:
+        write_jsonl(path, [])
+        return {"records": 0, "reason": "no deficiencies"}
+    avoid_texts = [row["text"] for row in read_jsonl(avoid)]
+    return _with_teacher(cfg, lambda llm: synthesize(llm, defs, cfg.synthesize, round_idx, path,
+                                                     seed=cfg.seed + round_idx, avoid_texts=avoid_texts))
+
+
+def retrieve_stage(cfg: Config, cache: Path, samples: Path, deficiencies: Path, out: Path) -> dict:
+    from synth.pool import load_pool, pool_stats
     from synth.retrieve import retrieve
 
-    queries = [s["prompt"] for s in items] + [d["ability"] for d in deficiencies]
+    dev, failures = split_rows(read_jsonl(samples))
+    items = failures or dev
+    defs = read_json(deficiencies)["deficiencies"]
+    queries = [s["prompt"] for s in items] + [d["ability"] for d in defs]
     # a deficiency stands for `count` failures: weight its query accordingly
-    weights = [1.0] * len(items) + [float(max(1, d.get("count", 1))) for d in deficiencies]
+    weights = [1.0] * len(items) + [float(max(1, d.get("count", 1))) for d in defs]
     pool = load_pool(cfg.retrieve.pool, cache)
-    return retrieve(pool, queries, cfg.retrieve, cache, out / "records.jsonl", weights=weights)
+    stats = retrieve(pool, queries, cfg.retrieve, cache, out / "records.jsonl", weights=weights)
+    return {**stats, "pool": pool_stats(cfg.retrieve.pool, cache)}   # what the pool's filters kept and dropped
+
+
+def mix_stage(cfg: Config, synthesized: Path, retrieved: Path, decontam: Path, out: Path) -> dict:
+    from synth.mix import mix
+
+    return mix(read_records(synthesized), read_records(retrieved), [row["text"] for row in read_jsonl(decontam)],
+               cfg.mix, out / "train_data.jsonl")
+
+
+def _teacher(fn, cfg: Config, out: Path, **kw) -> dict:
+    # a teacher on a GPU (or vLLM) gets its own process so its memory is freed afterwards
+    if cfg.teacher.backend == "vllm" or (cfg.teacher.backend == "hf" and cfg.teacher.device != "cpu"):
+        return isolate.call(fn, cfg, out, **kw)
+    return fn(cfg, out, **kw)
+
+
+def _with_teacher(cfg: Config, fn):
+    from synth.llm import load_llm
+
+    llm = load_llm(cfg.teacher)
+    try:
+        return fn(llm)
+    finally:
+        llm.close()
 
 
 # ------------------------------------------------------------------ tracking

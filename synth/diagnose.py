@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evalsuite.records import content_hash, write_json, write_jsonl
+from evalsuite.samples import sample_key
 from synth import parse
 from synth.llm.base import LLM, Sampling
 from synth.prompts import render_chat, with_prefill
@@ -154,7 +155,8 @@ def _deficiency(members: list[dict], task_sizes: dict[str, int], scale: dict[str
 
 def diagnose(llm: LLM, failures: list[dict], tags: dict[str, dict], cfg: DiagnoseConfig, out_dir: Path,
              task_sizes: dict[str, int] | None = None) -> dict:
-    """Diagnose failed dev items and write the ranked deficiencies; return stats.
+    """Diagnose failed dev items (``evalsuite.samples.split_rows``) and write the ranked
+    deficiencies; return stats.
 
     ``task_sizes`` is each task's number of dev items (the impact denominator); without it
     the number of failures of that task is used, so impact becomes a share of failures.
@@ -165,10 +167,9 @@ def diagnose(llm: LLM, failures: list[dict], tags: dict[str, dict], cfg: Diagnos
         if missing:
             raise ValueError(f"diagnose: failure #{i} is missing key(s) {missing} "
                              f"(expected an eval sample row from samples.jsonl)")
-    wrong = [f for f in failures if not f.get("correct") and f.get("split", "dev") != "test"]
-    stats = {"failures": len(failures), "skipped_correct_or_test": len(failures) - len(wrong)}
-    chosen = _select(wrong, cfg.max_items)
-    fail_counts = Counter(f["task"] for f in wrong)
+    stats = {"failures": len(failures)}
+    chosen = _select(failures, cfg.max_items)
+    fail_counts = Counter(f["task"] for f in failures)
     sizes = {t: (task_sizes or {}).get(t, fail_counts[t]) for t in fail_counts}
     n_tasks = len(set(task_sizes or {}) | set(fail_counts))
     chosen_counts = Counter(f["task"] for f in chosen)
@@ -187,7 +188,7 @@ def diagnose(llm: LLM, failures: list[dict], tags: dict[str, dict], cfg: Diagnos
     step2 = {i: with_prefill(p, a) for i, p, a in zip(second, p2, a2)} if second else {}
     rows, parsed_rows, fallbacks = [], [], 0
     for i, (f, ans, err) in enumerate(zip(chosen, answers, errors)):
-        key = f"{f['task']}/{f['doc_id']}"
+        key = sample_key(f)
         item_tags = tags.get(key, {"fine": [], "macro": []})
         d, source = parse_diagnosis(ans), "teacher"
         if d is None and i in step2:

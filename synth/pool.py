@@ -313,6 +313,8 @@ def load_pool(cfg: PoolConfig, cache_dir: str | os.PathLike) -> list[dict]:
 
 
 def pool_stats(cfg: PoolConfig, cache_dir: str | os.PathLike) -> dict:
-    """Conversion counts of a cached pool (loads/converts it first if needed)."""
-    load_pool(cfg, cache_dir)
-    return read_json(_cache_path(cfg, cache_dir)[0].with_suffix(".stats.json"))
+    """Conversion counts of a pool (rows read, kept, drops by rule); converts it first if needed."""
+    path = _cache_path(cfg, cache_dir)[0].with_suffix(".stats.json")
+    if not path.exists():
+        load_pool(cfg, cache_dir)
+    return read_json(path)

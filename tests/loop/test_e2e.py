@@ -5,6 +5,7 @@ resumes without recomputing, and that a run killed with SIGKILL mid-stage resume
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ import pytest
 from evalsuite.records import make_record, read_records, write_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).parent / "golden" / "smoke_round0.json"
 STAGES = ("eval", "tag", "diagnose", "synthesize", "retrieve", "mix", "train")
 
 
@@ -69,10 +71,12 @@ def test_two_rounds_write_every_stage(smoke_run):
         assert res["tasks"] and all("test" in t and "dev" in t for t in res["tasks"].values())
         rows = [json.loads(line) for line in (ev / "samples.jsonl").read_text().splitlines()]
         assert rows and {"task", "doc_id", "split", "prompt", "target", "response", "correct"} <= set(rows[0])
+        assert (ev / "decontam_texts.jsonl").stat().st_size > 0
         defs = json.loads((run_dir / r / "diagnose" / "deficiencies.json").read_text())["deficiencies"]
-        assert isinstance(defs, list)
+        assert defs, "the tiny student fails dev items and the scripted teacher diagnoses them"
+        assert all(d["ability"] and d["count"] >= 1 and d["impact"] > 0 for d in defs)
         synth = read_records(run_dir / r / "synthesize" / "records.jsonl")
-        assert all(rec["meta"].get("round") == int(r[-3:]) for rec in synth)
+        assert synth and all(rec["meta"]["round"] == int(r[-3:]) for rec in synth)
         retrieved = read_records(run_dir / r / "retrieve" / "records.jsonl")
         assert retrieved and all(rec["source"].startswith("pool:") for rec in retrieved)
         train = run_dir / r / "train"
@@ -84,6 +88,52 @@ def test_two_rounds_write_every_stage(smoke_run):
     assert (run_dir / "final" / "eval" / "results.json").exists()
     assert list((run_dir / "wandb").glob("offline-run-*")), "a W&B offline run directory"
     assert (run_dir / "report.md").read_text().count("|") > 10
+
+
+def _digest(round_dir: Path) -> dict:
+    """What round 0's stages produced, minus timings: eval responses, tags, deficiencies, and the
+    ids + message hashes of the synthesized, retrieved and mixed records."""
+    def rows(p):
+        return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+
+    out = {"eval": [[r["task"], r["doc_id"], r["split"], r["response"], r["correct"]]
+                    for r in rows(round_dir / "eval" / "samples.jsonl")],
+           "tag": rows(round_dir / "tag" / "tags.jsonl"),
+           "deficiencies": [[d["id"], d["ability"], d["count"]] for d in
+                            json.loads((round_dir / "diagnose" / "deficiencies.json").read_text())["deficiencies"]]}
+    for stage, name in (("synthesize", "records.jsonl"), ("retrieve", "records.jsonl"), ("mix", "train_data.jsonl")):
+        out[stage] = [[r["id"], hashlib.sha256(json.dumps(r["messages"]).encode()).hexdigest()[:12]]
+                      for r in rows(round_dir / stage / name)]
+    return out
+
+
+def test_round_0_outputs_are_pinned(smoke_run):
+    """The smoke run's stage outputs with the scripted teacher, pinned: a change that alters what a
+    stage writes shows up here (regenerate with SYNTHLOOP_UPDATE_GOLDEN=1 and say why in the commit)."""
+    run_dir, _ = smoke_run
+    got = _digest(run_dir / "round_000")
+    if os.environ.get("SYNTHLOOP_UPDATE_GOLDEN"):
+        GOLDEN.write_text(json.dumps(got, indent=1) + "\n")
+    want = json.loads(GOLDEN.read_text())
+    for stage in want:
+        assert got[stage] == want[stage], f"round 0 {stage} output changed"
+
+
+def test_stages_rerun_from_their_input_files_alone(smoke_run, tmp_path):
+    """A stage needs only the run directory's files: rerunning synthesize and mix from them gives
+    the same records."""
+    from loop.config import load_config
+    from loop.run import mix_stage, synthesize_stage
+
+    run_dir, _ = smoke_run
+    cfg = load_config(run_dir / "config.yaml")
+    r0 = run_dir / "round_000"
+    synthesize_stage(cfg, tmp_path / "sy", r0 / "diagnose" / "deficiencies.json",
+                     r0 / "eval" / "decontam_texts.jsonl", round_idx=0)
+    assert read_records(tmp_path / "sy" / "records.jsonl") == read_records(r0 / "synthesize" / "records.jsonl")
+    mix_stage(cfg, r0 / "synthesize" / "records.jsonl", r0 / "retrieve" / "records.jsonl",
+              r0 / "eval" / "decontam_texts.jsonl", tmp_path / "mx")
+    assert read_records(tmp_path / "mx" / "train_data.jsonl") == read_records(r0 / "mix" / "train_data.jsonl")
 
 
 def test_status_prints_stages_and_scores(smoke_run):

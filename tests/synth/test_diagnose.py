@@ -4,6 +4,7 @@ import json
 import pytest
 
 from evalsuite.records import read_json, read_jsonl
+from evalsuite.samples import split_rows
 from synth.diagnose import DiagnoseConfig, diagnose, parse_diagnosis
 from synth.llm import LLMConfig, load_llm
 
@@ -29,12 +30,14 @@ def test_merge_rank_and_counted_parse_failures(tmp_path):
         {"match": "Question: fmt", "responses": ["Ability: following the output format\nError: used caps"]},
         {"match": "Question: junk", "responses": ["Sure, the answer is 7."]}]}))
     llm = load_llm(LLMConfig(backend="fake", model=str(script)))
-    failures = [_fail("math", 1, "add 1"), _fail("math", 2, "add 2"), _fail("math", 3, "add 3"),
-                _fail("ifeval", 1, "fmt 1"), _fail("math", 4, "junk 4"),
-                {**_fail("math", 5, "add 5"), "correct": True}, {**_fail("math", 6, "add 6"), "split": "test"}]
+    rows = [_fail("math", 1, "add 1"), _fail("math", 2, "add 2"), _fail("math", 3, "add 3"),
+            _fail("ifeval", 1, "fmt 1"), _fail("math", 4, "junk 4"),
+            {**_fail("math", 5, "add 5"), "correct": True}, {**_fail("math", 6, "add 6"), "split": "test"}]
+    dev, failures = split_rows(rows)  # the one place failures are chosen: wrong answers on dev
+    assert len(dev) == 6 and len(failures) == 5
     tags = {"math/1": {"fine": ["addition"], "macro": ["Math Reasoning"]}}
     stats = diagnose(llm, failures, tags, DiagnoseConfig(), tmp_path / "out", task_sizes={"math": 10, "ifeval": 4})
-    assert stats["skipped_correct_or_test"] == 2 and stats["diagnosed"] == 5
+    assert stats["failures"] == 5 and stats["diagnosed"] == 5
     assert stats["parse_failures"] == 1 and stats["parsed"] == 4 and stats["parse_rate"] == 0.8
     out = read_json(tmp_path / "out" / "deficiencies.json")
     defs = out["deficiencies"]
