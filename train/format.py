@@ -35,10 +35,6 @@ class Example:
     input_ids: list[int]
     labels: list[int]
 
-    @property
-    def n_trained(self) -> int:
-        return sum(1 for x in self.labels if x != IGNORE)
-
 
 def _render(tok, messages, add_generation_prompt=False) -> str:
     return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)

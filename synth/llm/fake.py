@@ -151,16 +151,5 @@ class FakeBackend:
             out.append(trim_at_stop(text, sampling.stop).strip())
         return out
 
-    def completion_logprobs(self, prompts: Sequence[Messages] | None, completions: Sequence[str]) -> list[float]:
-        if prompts is not None and len(prompts) != len(completions):
-            raise ValueError(f"completion_logprobs: {len(prompts)} prompts but {len(completions)} completions")
-        out = []
-        for i, c in enumerate(completions):
-            if prompts is None:  # unconditional: larger loss, so IFD ratios fall in (0, 1]
-                out.append(-(1.5 + (_h("u", c) % 1000) / 1000))
-            else:
-                out.append(-(0.5 + (_h("c", _joined(prompts[i]), c) % 1000) / 1000))
-        return out
-
     def close(self) -> None:
         pass

@@ -8,7 +8,6 @@ torch RNG is restored afterwards).
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Sequence
 
@@ -16,7 +15,6 @@ from synth.llm.base import LLMConfig, Messages, Sampling
 
 log = logging.getLogger(__name__)
 
-LOGIT_BUDGET = 4096  # batch x kept positions per forward in completion_logprobs (x vocab x 4 bytes)
 
 
 def trim_at_stop(text: str, stop: Sequence[str]) -> str:
@@ -132,57 +130,6 @@ class HFBackend:
         return outputs
 
     # ------------------------------------------------------------------ log-probs
-    def completion_logprobs(self, prompts: Sequence[Messages] | None,
-                            completions: Sequence[str]) -> list[float]:
-        """Mean log-prob per completion token, given the chat-rendered prompt.
-
-        With ``prompts=None`` the completion is scored after the bare assistant header
-        (no question), which is the unconditional term of the IFD score. An empty
-        completion scores NaN.
-        """
-        from tqdm.auto import tqdm
-
-        torch = self.torch
-        if prompts is not None and len(prompts) != len(completions):
-            raise ValueError(f"completion_logprobs: {len(prompts)} prompts but {len(completions)} completions")
-        max_len = self.cfg.max_model_len
-        seqs: list[tuple[list[int], int]] = []  # (ids, number of completion tokens at the end)
-        for k, comp in enumerate(completions):
-            ctx = self._render(prompts[k]) if prompts is not None else self._assistant_header
-            c_ids = self._encode(comp)[: max_len - 1]
-            p_ids = self._encode(ctx)[-(max_len - len(c_ids)):]
-            seqs.append((p_ids + c_ids, len(c_ids)))
-        result = [math.nan] * len(seqs)
-        order = sorted((i for i in range(len(seqs)) if seqs[i][1] > 0), key=lambda i: len(seqs[i][0]))
-        bar = tqdm(total=len(order), desc="logprobs", unit="seq", leave=False)
-        pos = 0
-        with torch.inference_mode():
-            while pos < len(order):
-                # grow the batch while the kept logits stay within budget
-                idx = [order[pos]]
-                keep = seqs[order[pos]][1] + 1
-                while (pos + len(idx) < len(order) and len(idx) < self.cfg.batch_size
-                       and (len(idx) + 1) * max(keep, seqs[order[pos + len(idx)]][1] + 1) <= LOGIT_BUDGET):
-                    keep = max(keep, seqs[order[pos + len(idx)]][1] + 1)
-                    idx.append(order[pos + len(idx)])
-                batch = self.tok.pad({"input_ids": [seqs[i][0] for i in idx]}, return_tensors="pt")
-                ids = batch["input_ids"].to(self.device)
-                mask = batch["attention_mask"].to(self.device)
-                position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids,
-                                    logits_to_keep=keep).logits.float()
-                # logits[:, j] predicts token at position L-keep+j+1; completions end at L
-                targets = ids[:, -keep + 1:]
-                lp = logits[:, :-1].gather(-1, targets.unsqueeze(-1)).squeeze(-1) \
-                    - torch.logsumexp(logits[:, :-1], dim=-1)
-                for row, i in enumerate(idx):
-                    n = seqs[i][1]
-                    result[i] = lp[row, -n:].mean().item()
-                pos += len(idx)
-                bar.update(len(idx))
-        bar.close()
-        return result
-
     def close(self) -> None:
         self.model = None
         if self.device.startswith("cuda"):

@@ -2,15 +2,11 @@
 
 Plain ``urllib`` against ``{base_url}/chat/completions`` (no client dependency), requests
 sent concurrently (``batch_size`` at a time) and retried on connection errors and 5xx.
-``completion_logprobs`` uses ``{base_url}/completions`` with ``echo`` + ``logprobs`` (vLLM
-serve supports it); the prompt is rendered with the model's chat template when its
-tokenizer can be loaded locally, else as plain ``User:``/``Assistant:`` text.
 """
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 import urllib.error
@@ -33,7 +29,6 @@ class OpenAIBackend:
         self.cfg = cfg
         self.base = cfg.base_url.rstrip("/")
         self.key = os.environ.get(cfg.api_key_env, "") if cfg.api_key_env else ""
-        self._tok = None
 
     def _post(self, path: str, body: dict) -> dict:
         req = urllib.request.Request(self.base + path, data=json.dumps(body).encode("utf-8"), method="POST",
@@ -88,51 +83,6 @@ class OpenAIBackend:
             return trim_at_stop(text, sampling.stop).strip()
 
         return self._map(one, list(prompts))
-
-    def _render(self, messages: Messages | None) -> str:
-        if self._tok is None:
-            try:
-                from transformers import AutoTokenizer
-
-                from evalsuite.models import resolve_model
-
-                self._tok = AutoTokenizer.from_pretrained(resolve_model(self.cfg.model))
-            except Exception as exc:  # a served model need not exist locally
-                log.warning("openai backend: no local tokenizer for %r (%s); plain-text prompts for logprobs",
-                            self.cfg.model, exc)
-                self._tok = False
-        if self._tok:
-            if messages is None:
-                full = self._tok.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False,
-                                                     add_generation_prompt=True)
-                bare = self._tok.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False)
-                return full[len(bare):] if full.startswith(bare) else ""
-            return self._tok.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-        if messages is None:
-            return "Assistant: "
-        return "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in messages) + "Assistant: "
-
-    def completion_logprobs(self, prompts: Sequence[Messages] | None,
-                            completions: Sequence[str]) -> list[float]:
-        if prompts is not None and len(prompts) != len(completions):
-            raise ValueError(f"completion_logprobs: {len(prompts)} prompts but {len(completions)} completions")
-
-        def one(i: int, comp: str) -> float:
-            if not comp:
-                return math.nan
-            ctx = self._render(None if prompts is None else prompts[i])
-            data = self._post("/completions", {"model": self.cfg.model, "prompt": ctx + comp, "echo": True,
-                                               "logprobs": 1, "max_tokens": 1, "temperature": 0.0})
-            try:
-                lp = data["choices"][0]["logprobs"]
-                offsets, values = lp["text_offset"], lp["token_logprobs"]
-            except (KeyError, IndexError, TypeError):
-                raise RuntimeError(f"{self.base}/completions: server returned no echo logprobs "
-                                   f"(needed for completion_logprobs): {str(data)[:300]}") from None
-            vals = [v for o, v in zip(offsets, values) if len(ctx) <= o < len(ctx) + len(comp) and v is not None]
-            return sum(vals) / len(vals) if vals else math.nan
-
-        return self._map(one, list(completions))
 
     def close(self) -> None:
         pass

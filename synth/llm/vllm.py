@@ -1,13 +1,11 @@
 """vLLM backend for GPUs (imported only when chosen; vLLM is not a base dependency).
 
 Uses vLLM's offline ``LLM`` engine: ``LLM.chat`` for generation (the model's chat
-template, continuous batching, vLLM's own progress bar with token rates) and prompt
-log-probs (``SamplingParams(prompt_logprobs=...)``) for completion scoring. Run it in a
+template, continuous batching, vLLM's own progress bar with token rates). Run it in a
 subprocess per stage so the GPU memory is freed afterwards (DESIGN.md).
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 from synth.llm.base import LLMConfig, Messages, Sampling
@@ -52,37 +50,6 @@ class VLLMBackend:
             for i, o in zip(idx, outs):
                 texts[i] = o.outputs[0].text.strip()
         return texts
-
-    def completion_logprobs(self, prompts: Sequence[Messages] | None,
-                            completions: Sequence[str]) -> list[float]:
-        """Mean log-prob of each completion's tokens (after the chat-rendered prompt, or after
-        the bare assistant header when ``prompts`` is None); NaN for an empty completion."""
-        if prompts is not None and len(prompts) != len(completions):
-            raise ValueError(f"completion_logprobs: {len(prompts)} prompts but {len(completions)} completions")
-        header = self._assistant_header()
-        reqs, spans = [], []
-        for i, comp in enumerate(completions):
-            ctx = header if prompts is None else self.tok.apply_chat_template(
-                list(prompts[i]), tokenize=False, add_generation_prompt=True)  # prompts end on a user turn
-            p_ids = self.tok(ctx, add_special_tokens=False)["input_ids"]
-            c_ids = self.tok(comp, add_special_tokens=False)["input_ids"]
-            room = self.cfg.max_model_len - 1
-            c_ids = c_ids[:room - 1]
-            p_ids = p_ids[-(room - len(c_ids)):]
-            reqs.append({"prompt_token_ids": p_ids + c_ids})
-            spans.append(len(c_ids))
-        params = self._SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1)
-        outs = self.engine.generate(reqs, sampling_params=params, use_tqdm=True)
-        result = []
-        for req, n, out in zip(reqs, spans, outs):
-            if n == 0:
-                result.append(math.nan)
-                continue
-            ids = req["prompt_token_ids"]
-            lps = out.prompt_logprobs  # one dict {token_id: Logprob} per prompt token (None first)
-            vals = [lps[j][ids[j]].logprob for j in range(len(ids) - n, len(ids))]
-            result.append(sum(vals) / n)
-        return result
 
     def _assistant_header(self) -> str:
         msgs = [{"role": "user", "content": "x"}]

@@ -76,8 +76,6 @@ def test_builtin_fake_answers_every_template_parseably():
     many = llm.generate([render_chat("diagnose", question=f"q {i}", target="1", response="2") for i in range(8)],
                         Sampling())
     assert len(set(many)) > 1
-    lp = llm.completion_logprobs([[{"role": "user", "content": "x"}]], ["y"])
-    assert lp == llm.completion_logprobs([[{"role": "user", "content": "x"}]], ["y"]) and lp[0] < 0
 
 
 def test_builtin_fake_identical_prompts_in_one_call_differ():

@@ -1,5 +1,4 @@
 """hf backend on the tiny random model: input order, greedy determinism, seeded sampling, log-probs."""
-import math
 
 import pytest
 
@@ -42,20 +41,6 @@ def test_small_batches_match_one_big_batch(tiny_model_path):
     one = load_llm(LLMConfig(backend="hf", model=tiny_model_path, batch_size=1, threads=1))
     greedy = Sampling(max_new_tokens=6, temperature=0)
     assert [one.generate([p], greedy)[0] for p in PROMPTS] == one.generate(PROMPTS, greedy)
-
-
-def test_completion_logprobs_shapes_and_batch_invariance(llm):
-    comps = ["Four.", "Once upon a time there was a dragon.", ""]
-    lp = llm.completion_logprobs(PROMPTS, comps)
-    assert len(lp) == 3
-    assert lp[0] < 0 and lp[1] < 0 and math.isnan(lp[2])
-    alone = llm.completion_logprobs([PROMPTS[1]], [comps[1]])[0]
-    assert alone == pytest.approx(lp[1], abs=1e-4)  # left padding + position ids do not change scores
-    unc = llm.completion_logprobs(None, comps[:2])
-    assert len(unc) == 2 and all(v < 0 for v in unc)
-    assert unc[1] != pytest.approx(lp[1], abs=1e-6)  # conditioning on the prompt matters
-    with pytest.raises(ValueError, match="2 prompts but 3 completions"):
-        llm.completion_logprobs(PROMPTS[:2], comps)
 
 
 def test_final_assistant_turn_is_continued(llm):

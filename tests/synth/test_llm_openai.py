@@ -1,6 +1,5 @@
 """openai backend against a tiny OpenAI-compatible server on 127.0.0.1 (started and stopped here)."""
 import json
-import math
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -32,11 +31,6 @@ class Handler(BaseHTTPRequestHandler):
                 return self._send(400, {"error": "bad request"})
             return self._send(200, {"choices": [{"message": {"role": "assistant",
                                                              "content": f"echo: {text} STOP tail"}}]})
-        if self.path == "/v1/completions":
-            prompt = body["prompt"]  # one 'token' per character, log-prob -0.5 each, plus one generated token
-            return self._send(200, {"choices": [{"text": prompt + "x", "logprobs": {
-                "tokens": list(prompt) + ["x"], "text_offset": list(range(len(prompt) + 1)),
-                "token_logprobs": [None] + [-0.5] * (len(prompt) - 1) + [-9.0]}}]})
         self._send(404, {"error": "no such path"})
 
 
@@ -71,13 +65,6 @@ def test_http_error_is_reported_with_status(server):
     llm = load_llm(LLMConfig(backend="openai", model="m", base_url=server))
     with pytest.raises(RuntimeError, match="HTTP 400"):
         llm.generate([[{"role": "user", "content": "bad"}]], Sampling(temperature=0))
-
-
-def test_completion_logprobs_scores_only_the_completion(server):
-    llm = load_llm(LLMConfig(backend="openai", model="no-such-local-model", base_url=server))
-    lp = llm.completion_logprobs([[{"role": "user", "content": "hi"}]], ["abc"])
-    assert lp == [pytest.approx(-0.5)]  # the generated token's -9 is outside the completion span
-    assert math.isnan(llm.completion_logprobs(None, [""])[0])
 
 
 def test_missing_base_url_is_a_clear_error():
