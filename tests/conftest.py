@@ -25,13 +25,19 @@ def real_model_path() -> str:
 
 
 @pytest.fixture(scope="session")
-def tiny_model_path(tmp_path_factory, real_model_path) -> str:
-    """A 2-layer random Llama with SmolLM2's real tokenizer and chat template (fp32, ~3 MB)."""
+def tiny_model_path(tmp_path_factory) -> str:
+    """A 2-layer random Llama with SmolLM2's real tokenizer and chat template (fp32, ~3 MB).
+
+    Config and tokenizer come from the packaged GGUF's metadata (seconds); only ``slow`` tests
+    convert the 538 MB model itself (``real_model_path``)."""
     import torch
     from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
 
+    from evalsuite.models import gguf_path
+
+    gguf = gguf_path(EMBEDDED_STUDENT.split(":", 1)[1])
     out = tmp_path_factory.mktemp("tiny-model")
-    cfg = AutoConfig.from_pretrained(real_model_path)
+    cfg = AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     cfg.num_hidden_layers = 2
     cfg.hidden_size = 64
     cfg.intermediate_size = 128
@@ -43,5 +49,5 @@ def tiny_model_path(tmp_path_factory, real_model_path) -> str:
     model = LlamaForCausalLM(cfg).to(torch.float32)
     model.generation_config.max_length = None
     model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(real_model_path).save_pretrained(out)
+    AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(out)
     return str(out)
