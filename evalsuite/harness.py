@@ -20,7 +20,7 @@ import yaml
 from evalsuite.records import write_json, write_jsonl
 from evalsuite.samples import plain, summarize, to_rows
 from evalsuite.suite import TASKS_DIR, Suite, SuiteError, SuiteTask, load_suite
-from evalsuite.usertask import task_config
+from evalsuite.usertask import load_rows, task_config
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +147,24 @@ def load_tasks(suite: Suite, tm, cfg: EvalConfig) -> dict[str, tuple[SuiteTask, 
                 task.set_config("num_fewshot", entry.num_fewshot)
             out[leaf] = (entry, task)
     return out
+
+
+def check_suite(cfg: EvalConfig) -> dict[str, int]:
+    """Load every task of the suite as the eval will (parsing local data) and count its items;
+    a task lm-eval cannot load or one with no items is a SuiteError naming the suite and task.
+    Run before any work so that a bad benchmark stops a run in one line."""
+    suite = load_suite(cfg.suite)
+    for entry in suite.tasks:   # user data first: its errors name file:line without lm-eval's wrapping
+        if entry.data:
+            load_rows(entry.data, entry.metric)
+    tasks = load_tasks(suite, task_manager(suite), cfg)
+    counts: dict[str, int] = {}
+    for leaf, (entry, task) in tasks.items():
+        counts[entry.name] = counts.get(entry.name, 0) + len(task.eval_docs)
+    for name, n in counts.items():
+        if n == 0:
+            raise SuiteError(f"{suite.path}: task {name!r} has no items to evaluate")
+    return counts
 
 
 def _primary_metric(entry: SuiteTask, task) -> str:

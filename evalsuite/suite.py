@@ -126,6 +126,26 @@ def _task(raw: Any, i: int, where: Path) -> SuiteTask:
     return t
 
 
+def suite_hash(suite: str | Path) -> str:
+    """Content hash of everything an evaluation of this suite reads from disk: the suite file,
+    the shipped task YAMLs/data/utils, the suite's include paths and its tasks' own files. It goes
+    into the eval stage's fingerprint, so editing a task's data reruns the eval."""
+    import hashlib
+
+    s = load_suite(suite)
+    files = {s.path, *(p for p in TASKS_DIR.rglob("*") if p.is_file())}
+    for inc in s.include_path:
+        files |= {p for p in Path(inc).rglob("*") if p.is_file()}
+    for t in s.tasks:
+        files |= {Path(f) for f in (t.data, t.yaml) if f}
+        if t.yaml:
+            files |= {p for p in Path(t.yaml).parent.glob("*") if p.is_file()}
+    h = hashlib.sha256()
+    for p in sorted(f for f in files if "__pycache__" not in f.parts):
+        h.update(str(p).encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
 def load_suite(suite: str | Path) -> Suite:
     path = suite_path(suite)
     try:

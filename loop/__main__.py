@@ -2,6 +2,9 @@
 
   python -m loop run [--config configs/default.yaml] [--rounds N] [--run-dir DIR] [key.sub=value ...]
   python -m loop status RUN_DIR
+
+Bad input (config, suite, benchmark data, pool, models, run directory) stops the command before
+any work with one line on stderr and exit code 2; --debug shows the traceback instead.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m loop", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--debug", action="store_true", help="show tracebacks of input errors")
     sub = ap.add_subparsers(dest="cmd", required=True)
     run_p = sub.add_parser("run", help="run (or resume) the synthesis loop",
                            description="Run the loop: eval -> tag -> diagnose -> synthesize + retrieve -> mix -> "
@@ -43,12 +47,17 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
 
+    from evalsuite.records import RecordError
+    from evalsuite.suite import SuiteError
     from loop.config import ConfigError, load_config
+    from loop.preflight import PreflightError
 
     overrides = list(args.overrides) + ([f"rounds={args.rounds}"] if args.rounds is not None else [])
     try:
         cfg = load_config(args.config, overrides)
     except ConfigError as exc:
+        if args.debug:
+            raise
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     run_dir = Path(args.run_dir or Path("runs") / cfg.name)
@@ -59,7 +68,13 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     from loop.run import run
 
-    state = run(cfg, run_dir)
+    try:
+        state = run(cfg, run_dir)
+    except (PreflightError, SuiteError, RecordError) as exc:   # bad input; finished stages are kept
+        if args.debug:
+            raise
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
     from loop.report import status_text
 
     print(status_text(run_dir))

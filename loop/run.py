@@ -7,6 +7,7 @@ on a GPU) run in subprocesses so their memory is freed when they end.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import statistics
 import time
@@ -18,16 +19,21 @@ from evalsuite.models import resolve_model
 from evalsuite.records import read_json, read_jsonl, read_records, write_json, write_jsonl
 from evalsuite.samples import decontam_rows, sample_key, split_rows
 from evalsuite.stats import paired_diff
-from loop import isolate
+from evalsuite.suite import suite_hash
+from loop import isolate, preflight
 from loop.artifacts import RunDir, StageResult
 from loop.config import Config, save_config, to_dict
 from loop.report import write_report
 from loop.tracking import Tracker
+from synth.pool import source_fingerprint
+from synth.prompts import templates_hash
 
 log = logging.getLogger("loop")
+VERSION = importlib.metadata.version("synthloop")
 
 
 def run(cfg: Config, run_dir: Path) -> dict:
+    preflight.check(cfg, run_dir)   # everything the run will need, before any work
     rd = RunDir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
@@ -37,6 +43,14 @@ def run(cfg: Config, run_dir: Path) -> dict:
     rd.update_state(wandb_id=tracker.run_id, wandb_dir=tracker.run_path)
     student = resolve_model(cfg.student.model, cfg.cache_dir)
     cache = Path(cfg.cache_dir)
+    # what the stages read besides their config slice and upstream outputs: the code's version,
+    # the suite's files, the prompt templates, the pool source (each in the stages that read it)
+    ext = {"eval": [VERSION, suite_hash(cfg.eval.suite)],
+           "tag": [VERSION, templates_hash(("tag",), cfg.tag.prompts_dir)],
+           "diagnose": [VERSION, templates_hash(("diagnose", "ability"), cfg.diagnose.prompts_dir)],
+           "synthesize": [VERSION, templates_hash(("instruct", "evolve", "followup"), cfg.synthesize.prompts_dir)],
+           "retrieve": [VERSION, source_fingerprint(cfg.retrieve.pool)],
+           "mix": [VERSION], "train": [VERSION]}
 
     adapter, train_fp, history, test_scores = None, "base", [], []
     try:
@@ -52,37 +66,37 @@ def run(cfg: Config, run_dir: Path) -> dict:
             # 1. EVAL the current student (base + adapter, never merged): per-item samples + the
             #    texts no training record may overlap (a run extended with more rounds finds this
             #    student already measured in final/)
-            ev = rd.stage(r, "eval", [cfg.eval, cfg.student, train_fp],
+            ev = rd.stage(r, "eval", [cfg.eval, cfg.student, train_fp, *ext["eval"]],
                           lambda out: eval_stage(cfg, student, adapter, out), on_done=done, reuse_from=("final",))
             samples, decontam = ev.dir / "samples.jsonl", ev.dir / "decontam_texts.jsonl"
 
             # 2. TAG the dev items (teacher; cached by content hash across rounds)
-            tg = rd.stage(r, "tag", [cfg.tag, cfg.teacher, ev.fingerprint],
+            tg = rd.stage(r, "tag", [cfg.tag, cfg.teacher, ev.fingerprint, *ext["tag"]],
                           lambda out: _teacher(tag_stage, cfg, out, samples=samples,
                                                cache_path=run_dir / "cache" / "tags.jsonl"), on_done=done)
 
             # 3. DIAGNOSE the failed dev items into ranked deficiencies
-            dg = rd.stage(r, "diagnose", [cfg.diagnose, cfg.teacher, tg.fingerprint],
+            dg = rd.stage(r, "diagnose", [cfg.diagnose, cfg.teacher, tg.fingerprint, *ext["diagnose"]],
                           lambda out: _teacher(diagnose_stage, cfg, out, samples=samples,
                                                tags=tg.dir / "tags.jsonl"), on_done=done)
             deficiencies = dg.dir / "deficiencies.json"
 
             # 4. SYNTHESIZE targeted instructions for the top deficiencies
-            sy = rd.stage(r, "synthesize", [cfg.synthesize, cfg.teacher, cfg.seed, dg.fingerprint],
+            sy = rd.stage(r, "synthesize", [cfg.synthesize, cfg.teacher, cfg.seed, dg.fingerprint, *ext["synthesize"]],
                           lambda out: _teacher(synthesize_stage, cfg, out, deficiencies=deficiencies,
                                                avoid=decontam, round_idx=r), on_done=done)
 
             # 5. RETRIEVE matched records from the pool (neighbours of failures and deficiencies)
-            rt = rd.stage(r, "retrieve", [cfg.retrieve, dg.fingerprint],
+            rt = rd.stage(r, "retrieve", [cfg.retrieve, dg.fingerprint, *ext["retrieve"]],
                           lambda out: retrieve_stage(cfg, cache, samples, deficiencies, out), on_done=done)
 
             # 6. MIX: dedup + decontaminate the union into the exact training input
-            mx = rd.stage(r, "mix", [cfg.mix, sy.fingerprint, rt.fingerprint],
+            mx = rd.stage(r, "mix", [cfg.mix, sy.fingerprint, rt.fingerprint, *ext["mix"]],
                           lambda out: mix_stage(cfg, sy.dir / "records.jsonl", rt.dir / "records.jsonl",
                                                 decontam, out), on_done=done)
 
             # 7. TRAIN the next adapter (subprocess; a killed run resumes from its checkpoint)
-            tr = rd.stage(r, "train", [cfg.train, cfg.student, mx.fingerprint, train_fp],
+            tr = rd.stage(r, "train", [cfg.train, cfg.student, mx.fingerprint, train_fp, *ext["train"]],
                           lambda out: isolate.train_subprocess(cfg.train, [mx.dir / "train_data.jsonl"], student,
                                                                out, adapter_in=adapter, history=list(history)),
                           keep_partial=True, on_done=done)
@@ -100,7 +114,7 @@ def run(cfg: Config, run_dir: Path) -> dict:
                 break
 
         # the last adapter is measured too: that is the student the loop hands over
-        fin = rd.stage("final", "eval", [cfg.eval, cfg.student, train_fp],
+        fin = rd.stage("final", "eval", [cfg.eval, cfg.student, train_fp, *ext["eval"]],
                        lambda out: eval_stage(cfg, student, adapter, out))
         final_scores = read_json(fin.dir / "results.json")
         tracker.log({**_score_metrics(final_scores), "final": 1}, step=len(test_scores))

@@ -106,6 +106,12 @@ def _fingerprint(cfg: PoolConfig) -> tuple[Any, str]:
     return [cfg.source, getattr(ds, "_fingerprint", None)], cfg.source
 
 
+def source_fingerprint(cfg: PoolConfig) -> list:
+    """What identifies the pool's content (and the conversion rules' version), for the retrieve
+    stage's fingerprint: swapping or editing the pool file reruns retrieval."""
+    return [CACHE_VERSION, _fingerprint(cfg)[0]]
+
+
 def _load_hf(source: str):
     import datasets
 

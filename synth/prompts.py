@@ -47,6 +47,19 @@ def render(name: str, prompts_dir: str | Path | None = None, **variables) -> str
         raise ValueError(f"prompt template {d / (name + '.j2')}: {exc}") from None
 
 
+def templates_hash(names: tuple[str, ...], prompts_dir: str | Path | None = None) -> str:
+    """Content hash of the named templates, for the fingerprints of the stages that render them:
+    editing a template reruns exactly those stages."""
+    import hashlib
+
+    d = Path(prompts_dir) if prompts_dir else PROMPTS_DIR
+    h = hashlib.sha256()
+    for name in names:
+        path = d / f"{name}.j2"
+        h.update(name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"<missing>") + b"\0")
+    return h.hexdigest()[:16]
+
+
 _TURN = re.compile(r"^=== (system|user|assistant) ===[ \t]*$", re.M)
 
 

@@ -1,0 +1,90 @@
+"""Bad input stops a run before any work, in one line, exit code 2 (a test per catalogue entry)."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from evalsuite.records import make_record, write_jsonl
+from loop.__main__ import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def setup(tmp_path, tiny_model_path):
+    """A tiny valid world: a one-task user suite, a small pool; each case then breaks one thing."""
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"id": f"q{i}", "question": f"What is {i} + 1?", "answer": i + 1}) + "\n"
+                            for i in range(4)))
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"tasks:\n  - name: qa\n    data: {data}\n    metric: numeric\n")
+    pool = tmp_path / "pool.jsonl"
+    write_jsonl(pool, [make_record([{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": "hello"}],
+                                   "pool:t") for i in range(3)])
+    args = ["run", "--config", str(REPO / "configs/smoke.yaml"), "--run-dir", str(tmp_path / "run"),
+            f"student.model={tiny_model_path}", "teacher.backend=fake", "teacher.model=builtin",
+            f"eval.suite={suite}", f"retrieve.pool.source={pool}", f"cache_dir={tmp_path / 'cache'}",
+            "tracking.wandb=disabled"]
+    return tmp_path, args, data, suite, pool
+
+
+def _broken_yaml(t, args, *_):
+    (t / "bad.yaml").write_text("name: x\ntrain: [unclosed\n")
+    return [a if not a.endswith("smoke.yaml") else str(t / "bad.yaml") for a in args], r"bad.yaml:\d+: invalid YAML"
+
+
+def _missing_config(t, args, *_):
+    return [a if not a.endswith("smoke.yaml") else str(t / "nope.yaml") for a in args], "config file not found"
+
+
+CASES = {
+    "broken yaml": _broken_yaml,
+    "missing config file": _missing_config,
+    "unknown key": lambda t, a, *_: (a + ["train.lora.rr=3"], r"unknown key 'train.lora.rr' \(did you mean"),
+    "wrong type": lambda t, a, *_: (a + ["eval.limit=many"], r"eval.limit: expected int, got str 'many'"),
+    "enum typo": lambda t, a, *_: (a + ["train.policy=contnue"], r"train.policy: must be one of"),
+    "empty benchmark": lambda t, a, d, *_: (d.write_text("") and a or a, r"eval.suite: .*qa.jsonl: no rows"),
+    "broken benchmark line": lambda t, a, d, *_: (
+        d.write_text(d.read_text() + "{not json\n") and a or a, r"eval.suite: .*qa.jsonl:5: invalid JSON"),
+    "unknown metric": lambda t, a, d, s, *_: (
+        s.write_text(f"tasks:\n  - name: qa\n    data: {d}\n    metric: rouge\n") and a or a,
+        r"eval.suite: .*task 'qa': key 'metric' must be one of"),
+    "broken pool line": lambda t, a, d, s, p: (
+        p.write_text(p.read_text() + "{oops\n") and a or a, r"retrieve.pool.source: .*pool.jsonl:4"),
+    "missing pool": lambda t, a, *_: (a + [f"retrieve.pool.source={t / 'none.jsonl'}"],
+                                      r"retrieve.pool.source: .*none.jsonl"),
+    "unwritable run dir": lambda t, a, *_: (
+        (t / "afile").write_text("x") and a + ["--run-dir", str(t / "afile" / "run")] or a,
+        r"--run-dir .*afile/run: not writable"),
+    "missing student": lambda t, a, *_: (a + [f"student.model={t / 'no-model'}"],
+                                         r"student.model: .*no-model is not a model folder"),
+    "missing fake script": lambda t, a, *_: (a + [f"teacher.model={t / 'script.json'}"],
+                                             r"teacher.model: the fake backend takes 'builtin' or a script file"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_one_line_and_exit_2_before_any_work(case, setup, capsys):
+    t, args, data, suite, pool = setup
+    argv, message = CASES[case](t, args, data, suite, pool)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()   # progress bars may precede it; the error is one line
+    assert "Traceback" not in err and len([x for x in err.splitlines() if "error" in x]) == 1, err
+    assert re.search(message, err.splitlines()[-1]), err
+    assert not list((t / "run").glob("round_*")), "no stage ran"
+
+
+def test_the_real_cli_prints_no_traceback_and_debug_shows_one(setup):
+    t, args, data, *_ = setup
+    data.write_text("")
+    base = [sys.executable, "-m", "loop"]
+    out = subprocess.run(base + args, cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("error: eval.suite:")
+    dbg = subprocess.run(base + ["--debug"] + args, cwd=REPO, capture_output=True, text=True)
+    assert dbg.returncode != 0 and "Traceback" in dbg.stderr and "PreflightError" in dbg.stderr
