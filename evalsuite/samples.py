@@ -31,6 +31,12 @@ def decontam_rows(rows: list[dict]) -> list[dict]:
     return [{"key": sample_key(r), "field": f, "text": str(r[f])} for r in rows for f in ("prompt", "target")]
 
 
+def mean_score(results: dict, split: str = "test") -> float:
+    """The headline of a ``results.json``: the unweighted mean over tasks of a split's score."""
+    vals = [t[split]["score"] for t in results["tasks"].values() if t.get(split, {}).get("n")]
+    return round(sum(vals) / len(vals), 4) if vals else 0.0
+
+
 def stable_doc_id(doc: dict, index: int) -> str:
     """The doc's own id when it has one (stable when the data is reordered), else its position."""
     for f in ID_FIELDS:

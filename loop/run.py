@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
-import statistics
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 from evalsuite.harness import run_eval
 from evalsuite.models import resolve_model
 from evalsuite.records import read_json, read_jsonl, read_records, write_json, write_jsonl
-from evalsuite.samples import decontam_rows, sample_key, split_rows
+from evalsuite.samples import decontam_rows, mean_score, sample_key, split_rows
 from evalsuite.stats import paired_diff
 from evalsuite.suite import suite_hash
 from loop import isolate, preflight
@@ -52,7 +51,9 @@ def run(cfg: Config, run_dir: Path) -> dict:
            "retrieve": [VERSION, source_fingerprint(cfg.retrieve.pool)],
            "mix": [VERSION], "train": [VERSION]}
 
-    adapter, train_fp, history, test_scores = None, "base", [], []
+    adapter, train_fp, history = None, "base", []
+    measured: list[dict] = []   # every student evaluated, in order: where, adapter, results
+    pending = None              # round r's figures: logged once the adapter it trained is measured
     try:
         for r in range(cfg.rounds):
             log.info("===== round %d / %d =====", r, cfg.rounds - 1)
@@ -60,7 +61,7 @@ def run(cfg: Config, run_dir: Path) -> dict:
 
             def done(res: StageResult, walls=walls) -> None:
                 walls[res.name] = res.wall_s
-                log.info("[round %d] %-10s %s in %.1f s  %s", r, res.name,
+                log.info("[round %d] %-13s %s in %.1f s  %s", r, res.name,
                          "resumed" if res.skipped else "done", res.wall_s, _brief(res.summary))
 
             # 1. EVAL the current student (base + adapter, never merged): per-item samples + the
@@ -69,6 +70,15 @@ def run(cfg: Config, run_dir: Path) -> dict:
             ev = rd.stage(r, "eval", [cfg.eval, cfg.student, train_fp, *ext["eval"]],
                           lambda out: eval_stage(cfg, student, adapter, out), on_done=done, reuse_from=("final",))
             samples, decontam = ev.dir / "samples.jsonl", ev.dir / "decontam_texts.jsonl"
+            measured.append({"where": f"round_{r:03d}", "adapter": adapter, "dir": ev.dir})
+            if pending:
+                _track(rd, tracker, pending, outcome=ev.dir)
+            pending = None
+            # decisions on dev only: stop when the last `patience` students brought no dev gain
+            if _plateaued([mean_score(read_json(m["dir"] / "results.json"), "dev") for m in measured], cfg):
+                log.info("dev score plateaued; stopping before round %d's teacher work", r)
+                rd.update_state(stopped_reason="plateau (dev)")
+                break
 
             # 2. TAG the dev items (teacher; cached by content hash across rounds)
             tg = rd.stage(r, "tag", [cfg.tag, cfg.teacher, ev.fingerprint, *ext["tag"]],
@@ -100,26 +110,37 @@ def run(cfg: Config, run_dir: Path) -> dict:
                           lambda out: isolate.train_subprocess(cfg.train, [mx.dir / "train_data.jsonl"], student,
                                                                out, adapter_in=adapter, history=list(history)),
                           keep_partial=True, on_done=done)
+
+            # 8. CONTROL: the same start, hyperparameters and token count, on random pool records;
+            #    evaluated on the same items. It never feeds the next round.
+            control = None
+            if cfg.control == "random":
+                cd = rd.stage(r, "control_data", [cfg.control, cfg.seed, cfg.mix, mx.fingerprint, *ext["retrieve"]],
+                              lambda out: control_data_stage(cfg, cache, student, mx.dir / "train_data.jsonl",
+                                                             decontam, r, out), on_done=done)
+                ct = rd.stage(r, "control_train", [cfg.train, cfg.student, cd.fingerprint, train_fp, *ext["train"]],
+                              lambda out: isolate.train_subprocess(cfg.train, [cd.dir / "train_data.jsonl"], student,
+                                                                   out, adapter_in=adapter, history=list(history)),
+                              keep_partial=True, on_done=done)
+                control = rd.stage(r, "control_eval", [cfg.eval, cfg.student, ct.fingerprint, *ext["eval"]],
+                                   lambda out: eval_stage(cfg, student, str(ct.dir / "adapter"), out), on_done=done)
+
             adapter, train_fp = str(tr.dir / "adapter"), tr.fingerprint
             history.append(tr.dir / "train_set.jsonl")
+            pending = {"r": r, "start": ev.dir, "walls": walls, "control": control.dir if control else None,
+                       "stages": dict(tag=tg, diagnose=dg, synthesize=sy, retrieve=rt, mix=mx, train=tr)}
 
-            # 8. TRACK
-            scores = read_json(ev.dir / "results.json")
-            test_scores.append(_headline(scores))
-            _track(rd, tracker, r, scores, dict(tag=tg, diagnose=dg, synthesize=sy, retrieve=rt, mix=mx, train=tr),
-                   walls)
-            if _plateaued(test_scores, cfg):
-                log.info("test score plateaued (%s); stopping after round %d", test_scores, r)
-                rd.update_state(stopped_reason="plateau")
-                break
-
-        # the last adapter is measured too: that is the student the loop hands over
+        # the last adapter is measured too (copied when a dev plateau stopped the loop right after
+        # measuring it); the student handed over is the best on dev among all measured
         fin = rd.stage("final", "eval", [cfg.eval, cfg.student, train_fp, *ext["eval"]],
-                       lambda out: eval_stage(cfg, student, adapter, out))
-        final_scores = read_json(fin.dir / "results.json")
-        tracker.log({**_score_metrics(final_scores), "final": 1}, step=len(test_scores))
-        tracker.summary({"final/test_mean": _headline(final_scores)})
-        rd.update_state(status="finished", final={"adapter": adapter, "test_mean": _headline(final_scores)})
+                       lambda out: eval_stage(cfg, student, adapter, out), reuse_from=(measured[-1]["where"],))
+        if pending:
+            _track(rd, tracker, pending, outcome=fin.dir)
+        if measured[-1]["adapter"] != adapter:
+            measured.append({"where": "final", "adapter": adapter, "dir": fin.dir})
+        final = _hand_over(measured)
+        tracker.summary({f"final/{k}": v for k, v in final.items() if k != "adapter"})
+        rd.update_state(status="finished", final=final)
         write_report(run_dir)
         return rd.state()
     finally:
@@ -134,7 +155,7 @@ def run(cfg: Config, run_dir: Path) -> dict:
 def eval_stage(cfg: Config, student: str, adapter: str | None, out: Path) -> dict:
     res = isolate.call(run_eval, cfg.eval, student, adapter, out)
     write_jsonl(out / "decontam_texts.jsonl", decontam_rows(read_jsonl(out / "samples.jsonl")))
-    return {"test_mean": _headline(res), "wall_s": res.get("wall_s")}
+    return {"test_mean": mean_score(res), "wall_s": res.get("wall_s")}
 
 
 def tag_stage(cfg: Config, out: Path, samples: Path, cache_path: Path) -> dict:
@@ -194,6 +215,17 @@ def mix_stage(cfg: Config, synthesized: Path, retrieved: Path, decontam: Path, o
                cfg.mix, out / "train_data.jsonl")
 
 
+def control_data_stage(cfg: Config, cache: Path, student: str, targeted: Path, decontam: Path, round_idx: int,
+                       out: Path) -> dict:
+    from synth.control import random_control
+    from synth.pool import load_pool
+    from synth.retrieve import token_counter
+
+    return random_control(load_pool(cfg.retrieve.pool, cache), read_records(targeted),
+                          [row["text"] for row in read_jsonl(decontam)], cfg.mix, token_counter(student),
+                          seed=cfg.seed + round_idx, out_path=out / "train_data.jsonl")
+
+
 def _teacher(fn, cfg: Config, out: Path, **kw) -> dict:
     # a teacher on a GPU (or vLLM) gets its own process so its memory is freed afterwards
     if cfg.teacher.backend == "vllm" or (cfg.teacher.backend == "hf" and cfg.teacher.device != "cpu"):
@@ -211,24 +243,26 @@ def _with_teacher(cfg: Config, fn):
         llm.close()
 
 
-# ------------------------------------------------------------------ tracking
+# ------------------------------------------------------------------ decisions and tracking
+# W&B step r = round r: the data it built, its training, and the evaluation of the adapter it
+# trained (measured at the start of round r+1, or in final/), with its control arm beside it.
 
-def _headline(results: dict) -> float:
-    vals = [t["test"]["score"] for t in results["tasks"].values() if t.get("test", {}).get("n")]
-    return round(statistics.fmean(vals), 4) if vals else 0.0
-
-
-def _score_metrics(results: dict) -> dict:
+def _score_metrics(results: dict, prefix: str = "") -> dict:
     m = {}
     for task, t in results["tasks"].items():
         for split in ("dev", "test"):
             if split in t:
-                m[f"{split}/{task}"] = t[split]["score"]
-    m["test/mean"] = _headline(results)
+                m[f"{prefix}{split}/{task}"] = t[split]["score"]
+    m[f"{prefix}test/mean"] = mean_score(results)
+    m[f"{prefix}dev/mean"] = mean_score(results, "dev")
     return m
 
 
-def _track(rd: RunDir, tracker: Tracker, r: int, scores: dict, st: dict[str, StageResult], walls: dict) -> None:
+def _track(rd: RunDir, tracker: Tracker, p: dict, outcome: Path) -> None:
+    """Log and record round ``p['r']``: its stages' figures, the eval of the adapter it trained
+    (``outcome``), the paired change against the student it started from and against control."""
+    r, st = p["r"], p["stages"]
+    scores = read_json(outcome / "results.json")
     metrics = _score_metrics(scores)
     tg, dg, sy, rt, mx, tr = (st[k] for k in ("tag", "diagnose", "synthesize", "retrieve", "mix", "train"))
     metrics.update({
@@ -244,25 +278,43 @@ def _track(rd: RunDir, tracker: Tracker, r: int, scores: dict, st: dict[str, Sta
         "train/loss": tr.summary.get("train_loss"),
         "train/tokens": tr.summary.get("tokens_seen"),
         "train/tokens_per_s": tr.summary.get("tokens_per_s"),
-        **{f"time/{k}": v for k, v in walls.items()},
+        **{f"time/{k}": v for k, v in p["walls"].items()},
     })
-    if r > 0:  # paired change on the same test items against the previous round
-        prev = read_jsonl(rd.round_dir(r - 1) / "eval" / "samples.jsonl")
-        cur = read_jsonl(rd.round_dir(r) / "eval" / "samples.jsonl")
-        metrics.update({f"delta/{task}": d["diff"] for task, d in paired_diff(prev, cur).items()})
-    tracker.log({k: v for k, v in metrics.items() if v is not None}, step=r)
+    cur = read_jsonl(outcome / "samples.jsonl")
+    vs_start = paired_diff(read_jsonl(p["start"] / "samples.jsonl"), cur, overall=True)
+    metrics.update({f"delta/{task}": d["diff"] for task, d in vs_start.items()})
+    entry = {"scores": _score_metrics(scores), "outcome": str(outcome.relative_to(rd.root)), "vs_start": vs_start,
+             "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if p["control"] is not None:
+        ctrl = read_json(p["control"] / "results.json")
+        vs_control = paired_diff(read_jsonl(p["control"] / "samples.jsonl"), cur, overall=True)
+        metrics.update(_score_metrics(ctrl, "control/"))
+        metrics.update({f"targeted_minus_control/{task}": d["diff"] for task, d in vs_control.items()})
+        entry.update(control_scores=_score_metrics(ctrl), vs_control=vs_control)
+    metrics = {k: v for k, v in metrics.items() if v is not None}
+    tracker.log(metrics, step=r)
     rounds = rd.state().get("rounds", {})
-    rounds[str(r)] = {"scores": _score_metrics(scores), "metrics": metrics,
-                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    rounds[str(r)] = {**entry, "metrics": metrics}
     rd.update_state(rounds=rounds, current_round=r)
 
 
-def _plateaued(test_scores: list[float], cfg: Config) -> bool:
+def _plateaued(dev_scores: list[float], cfg: Config) -> bool:
+    """No dev gain of at least ``min_delta`` in the last ``patience`` measured students over the best
+    before them (the dev items are the same each time, so this is the paired change's estimate)."""
     p = cfg.stop.patience
-    if p <= 0 or len(test_scores) <= p:
+    if p <= 0 or len(dev_scores) <= p:
         return False
-    best_before = max(test_scores[:-p])
-    return max(test_scores[-p:]) < best_before + cfg.stop.min_delta
+    return max(dev_scores[-p:]) < max(dev_scores[:-p]) + cfg.stop.min_delta
+
+
+def _hand_over(measured: list[dict]) -> dict:
+    """The best student on dev (the earliest of equals); test is reported, never used to choose."""
+    rows = [(m, read_json(m["dir"] / "results.json")) for m in measured]
+    best, res = rows[max(range(len(rows)), key=lambda i: (mean_score(rows[i][1], "dev"), -i))]
+    last = rows[-1][1]
+    return {"adapter": best["adapter"], "chosen_by": "dev mean", "measured_at": best["where"],
+            "dev_mean": mean_score(res, "dev"), "test_mean": mean_score(res),
+            "last_adapter": measured[-1]["adapter"], "last_test_mean": mean_score(last)}
 
 
 def _brief(summary: dict) -> str:

@@ -20,7 +20,8 @@ from evalsuite.records import make_record, read_records, write_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden" / "smoke_round0.json"
-STAGES = ("eval", "tag", "diagnose", "synthesize", "retrieve", "mix", "train")
+STAGES = ("eval", "tag", "diagnose", "synthesize", "retrieve", "mix", "train",
+          "control_data", "control_train", "control_eval")
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +87,29 @@ def test_two_rounds_write_every_stage(smoke_run):
     res1 = json.loads((run_dir / "round_001" / "eval" / "results.json").read_text())
     assert res1["adapter"] and Path(res1["adapter"]).resolve() == (run_dir / "round_000/train/adapter").resolve()
     assert (run_dir / "final" / "eval" / "results.json").exists()
+    # the control arm: same start and token count, random pool records, same items, never fed forward
+    for r in ("round_000", "round_001"):
+        cd = json.loads((run_dir / r / "control_data" / "DONE").read_text())["summary"]
+        assert cd["records"] > 0 and cd["tokens"] >= cd["target_tokens"] > 0
+        ctrl = read_records(run_dir / r / "control_data" / "train_data.jsonl")
+        assert all(rec["source"].startswith("pool:") for rec in ctrl)
+        cres = json.loads((run_dir / r / "control_eval" / "results.json").read_text())
+        assert Path(cres["adapter"]).resolve() == (run_dir / r / "control_train" / "adapter").resolve()
+    res0 = json.loads((run_dir / "round_000" / "eval" / "results.json").read_text())
+    assert res1["adapter"] != json.loads((run_dir / "round_000" / "control_eval" / "results.json").read_text())["adapter"]
+    for r in ("0", "1"):   # round r's row: the adapter it trained vs its control, paired, with McNemar and MDE
+        row = state["rounds"][r]
+        assert row["outcome"] == ("round_001/eval" if r == "0" else "final/eval")
+        allc = row["vs_control"]["_all"]
+        assert allc["n"] == sum(t["test"]["n"] for t in res0["tasks"].values()) and allc["mde"] > 0
+        assert 0 <= allc["p_mcnemar"] <= 1 and allc["ci_low"] <= allc["diff"] <= allc["ci_high"]
+    # the student handed over is the best on dev among those measured
+    devs = {w: json.loads((run_dir / w / "eval" / "results.json").read_text()) for w in ("round_000", "round_001", "final")}
+    fin = state["final"]
+    assert fin["chosen_by"] == "dev mean" and fin["measured_at"] in devs
+    assert fin["dev_mean"] == max(round(sum(t["dev"]["score"] for t in d["tasks"].values()) / len(d["tasks"]), 4)
+                                  for d in devs.values())
+    assert "Targeted vs control" in (run_dir / "report.md").read_text()
     assert list((run_dir / "wandb").glob("offline-run-*")), "a W&B offline run directory"
     assert (run_dir / "report.md").read_text().count("|") > 10
 
@@ -150,7 +174,7 @@ def test_rerun_resumes_without_recomputing(smoke_run):
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out
     assert {p: p.stat().st_mtime for p in run_dir.glob("round_*/*/DONE")} == before
-    assert out.count("resumed") >= 14
+    assert out.count("resumed") >= 20
 
 
 def test_kill_9_mid_stage_then_rerun_completes(tmp_path, tiny_model_path, pool_file):
