@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from evalsuite.records import write_json, write_jsonl
-from evalsuite.samples import plain, summarize, to_rows
+from evalsuite.samples import plain, stable_doc_id, summarize, target_text, to_rows
 from evalsuite.suite import TASKS_DIR, Suite, SuiteError, SuiteTask, load_suite
 from evalsuite.usertask import load_rows, task_config
 
@@ -167,6 +167,25 @@ def check_suite(cfg: EvalConfig) -> dict[str, int]:
     return counts
 
 
+def decontam_rows(tasks: dict[str, tuple[SuiteTask, Any]]) -> list[dict]:
+    """The texts no training record may overlap: for every item of every task (all of its scored
+    docs, not only the ``limit`` evaluated), the question as the task says to decontaminate it
+    (lm-eval's ``doc_to_decontamination_query`` where the task sets ``should_decontaminate``, else
+    its ``doc_to_text`` — the question, not the chat or few-shot template) and its target."""
+    rows = []
+    for leaf, (entry, task) in tasks.items():
+        n_leaves = sum(1 for e, _ in tasks.values() if e is entry)
+        prefix = f"{leaf}/" if n_leaves > 1 else ""
+        choices_of = _choices_fn(task)
+        for i, doc in enumerate(task.eval_docs):
+            key = f"{entry.name}/{prefix}{stable_doc_id(doc, i)}"
+            query = task.doc_to_decontamination_query(doc) if task.should_decontaminate() else task.doc_to_text(doc)
+            rows.append({"key": key, "field": "question", "text": str(query)})
+            rows.append({"key": key, "field": "target",
+                         "text": target_text(doc, plain(task.doc_to_target(doc)), choices_of(doc))})
+    return rows
+
+
 def _primary_metric(entry: SuiteTask, task) -> str:
     if entry.primary_metric:
         return entry.primary_metric
@@ -208,7 +227,8 @@ def _write_configs(out_dir: Path, results: dict, suite: Suite) -> None:
 
 
 def run_eval(cfg: EvalConfig, model: str, adapter: str | None, out_dir: Path) -> dict:
-    """Evaluate model(+adapter) on the suite; writes out_dir/results.json and out_dir/samples.jsonl
+    """Evaluate model(+adapter) on the suite; writes out_dir/results.json, out_dir/samples.jsonl,
+    out_dir/decontam_texts.jsonl (every item of every task: what training data must not overlap)
     (+ out_dir/task_configs/ and lm-eval version); returns the same dict as results.json."""
     import lm_eval
 
@@ -258,6 +278,7 @@ def run_eval(cfg: EvalConfig, model: str, adapter: str | None, out_dir: Path) ->
         "wall_s": round(time.time() - t0, 1),
     }
     write_jsonl(out_dir / "samples.jsonl", rows)
+    write_jsonl(out_dir / "decontam_texts.jsonl", decontam_rows(tasks))
     _write_configs(out_dir, results, suite)
     write_json(out_dir / "results.json", out)
     return out

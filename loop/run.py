@@ -16,7 +16,7 @@ from pathlib import Path
 from evalsuite.harness import run_eval
 from evalsuite.models import resolve_model
 from evalsuite.records import read_json, read_jsonl, read_records, write_json, write_jsonl
-from evalsuite.samples import decontam_rows, mean_score, sample_key, split_rows
+from evalsuite.samples import mean_score, sample_key, split_rows
 from evalsuite.stats import paired_diff
 from evalsuite.suite import suite_hash
 from loop import isolate, preflight
@@ -154,7 +154,6 @@ def run(cfg: Config, run_dir: Path) -> dict:
 
 def eval_stage(cfg: Config, student: str, adapter: str | None, out: Path) -> dict:
     res = isolate.call(run_eval, cfg.eval, student, adapter, out)
-    write_jsonl(out / "decontam_texts.jsonl", decontam_rows(read_jsonl(out / "samples.jsonl")))
     return {"test_mean": mean_score(res), "wall_s": res.get("wall_s")}
 
 

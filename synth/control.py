@@ -20,7 +20,8 @@ def random_control(pool: list[dict], targeted: list[dict], eval_texts: list[str]
                    count: Callable[[dict], int], seed: int, out_path: Path) -> dict:
     """Write the control records to ``out_path``; return counts (tokens matched, drops)."""
     target = sum(count(r) for r in targeted)
-    index = EvalIndex(eval_texts, n=mix_cfg.decontam_n, min_words=mix_cfg.decontam_min_words)
+    index = EvalIndex(eval_texts, n=mix_cfg.decontam_n, min_words=mix_cfg.decontam_min_words,
+                      boilerplate_items=mix_cfg.decontam_boilerplate_items)
     taken_ids = {r["id"] for r in targeted}
     order = list(range(len(pool)))
     random.Random(f"control/{seed}").shuffle(order)

@@ -51,6 +51,21 @@ def test_sample_rows(offline_run):
     assert json.loads(ife[0]["target"])[0]["id"]  # the constraints are the target
 
 
+def test_decontamination_texts_cover_every_item_not_only_the_evaluated(offline_run):
+    """limit=4 evaluated 12 items; training data must still avoid all 764 (HumanEval/78 included)."""
+    _, out = offline_run
+    rows = read_jsonl(out / "decontam_texts.jsonl")
+    keys = {r["key"] for r in rows}
+    per_task = {t: sum(k.startswith(t + "/") for k in keys) for t in ("math_offline", "ifeval_offline",
+                                                                     "humaneval_offline")}
+    assert per_task == {"math_offline": 300, "ifeval_offline": 300, "humaneval_offline": 164}
+    by = {(r["key"], r["field"]): r["text"] for r in rows}
+    assert "def " in by[("humaneval_offline/HumanEval/78", "question")]
+    samples = {f"{s['task']}/{s['doc_id']}": s for s in read_jsonl(out / "samples.jsonl")}
+    for key, s in samples.items():   # the same question and target the scorer saw, without the template
+        assert by[(key, "question")] == s["prompt"] and by[(key, "target")] == s["target"]
+
+
 def test_adapter_goes_through_lm_eval_peft(tiny_model_path, offline_run, tmp_path):
     import torch
     from peft import LoraConfig, get_peft_model

@@ -66,3 +66,18 @@ def test_index_counts_and_bad_params():
     assert idx.match("nothing here") is None
     with pytest.raises(ValueError, match="n and min_words"):
         EvalIndex([], n=0)
+
+
+def test_shared_constraint_wording_is_boilerplate_but_an_items_own_text_is_not():
+    """A synthesized instruction reusing IFEval's constraint sentence is not a copy of an item."""
+    constraint = ("Your entire response should be in English, and in all lowercase letters. "
+                  "No capital letters are allowed.")
+    items = [f"Write a short essay about {topic} for a school newsletter. {constraint}"
+             for topic in ("the history of tea", "volcanoes in Iceland", "how bees dance", "night trains")]
+    reuse = rec(f"Describe your favourite breakfast in three sentences. {constraint}", rid="reuse")
+    copy = rec("Write a short essay about volcanoes in Iceland for a school newsletter. Your entire answer", rid="copy")
+    kept, st = decontaminate([reuse, copy], items)
+    assert [r["id"] for r in kept] == ["reuse"] and st["boilerplate_keys"] > 0
+    assert "lowercase letters" in " ".join(st["boilerplate_examples"])
+    kept, st = decontaminate([reuse, copy], items, boilerplate_items=0)   # off: the shared wording counts
+    assert kept == []
