@@ -162,7 +162,8 @@ def tag_stage(cfg: Config, out: Path, samples: Path, cache_path: Path) -> dict:
 
     dev, _ = split_rows(read_jsonl(samples))
     texts = {sample_key(s): s["prompt"] for s in dev}
-    tags, stats = _with_teacher(cfg, lambda llm: tag_texts(llm, texts, cfg.tag, cache_path))
+    (tags, stats), cost = _with_teacher(cfg, lambda llm: tag_texts(llm, texts, cfg.tag, cache_path))
+    stats["teacher"] = cost
     write_jsonl(out / "tags.jsonl", ({"key": k, **tags[k]} for k in texts if k in tags))
     write_json(out / "stats.json", stats)
     return stats
@@ -176,7 +177,8 @@ def diagnose_stage(cfg: Config, out: Path, samples: Path, tags: Path) -> dict:
     sizes = dict(Counter(s["task"] for s in dev))     # impact = share of a task's dev items lost
     if not failures:  # nothing to diagnose: no teacher needed
         return diagnose(None, [], tag_of, cfg.diagnose, out, task_sizes=sizes)
-    return _with_teacher(cfg, lambda llm: diagnose(llm, failures, tag_of, cfg.diagnose, out, task_sizes=sizes))
+    stats, cost = _with_teacher(cfg, lambda llm: diagnose(llm, failures, tag_of, cfg.diagnose, out, task_sizes=sizes))
+    return {**stats, "teacher": cost}
 
 
 def synthesize_stage(cfg: Config, out: Path, deficiencies: Path, avoid: Path, round_idx: int) -> dict:
@@ -188,8 +190,9 @@ def synthesize_stage(cfg: Config, out: Path, deficiencies: Path, avoid: Path, ro
         write_jsonl(path, [])
         return {"records": 0, "reason": "no deficiencies"}
     avoid_texts = [row["text"] for row in read_jsonl(avoid)]
-    return _with_teacher(cfg, lambda llm: synthesize(llm, defs, cfg.synthesize, round_idx, path,
-                                                     seed=cfg.seed + round_idx, avoid_texts=avoid_texts))
+    stats, cost = _with_teacher(cfg, lambda llm: synthesize(llm, defs, cfg.synthesize, round_idx, path,
+                                                            seed=cfg.seed + round_idx, avoid_texts=avoid_texts))
+    return {**stats, "teacher": cost}
 
 
 def retrieve_stage(cfg: Config, cache: Path, samples: Path, deficiencies: Path, out: Path) -> dict:
@@ -232,14 +235,18 @@ def _teacher(fn, cfg: Config, out: Path, **kw) -> dict:
     return fn(cfg, out, **kw)
 
 
-def _with_teacher(cfg: Config, fn):
+def _with_teacher(cfg: Config, fn) -> tuple:
+    """(``fn(llm)``, the teacher's cost: token usage and seconds) with the teacher loaded once; the
+    stage puts the cost in its summary (DONE, W&B and the report's cost figures)."""
     from synth.llm import load_llm
 
+    t0 = time.time()
     llm = load_llm(cfg.teacher)
     try:
-        return fn(llm)
+        result = fn(llm)
     finally:
         llm.close()
+    return result, {**llm.usage, "seconds": round(time.time() - t0, 1)}
 
 
 # ------------------------------------------------------------------ decisions and tracking
@@ -278,6 +285,9 @@ def _track(rd: RunDir, tracker: Tracker, p: dict, outcome: Path) -> None:
         "train/tokens": tr.summary.get("tokens_seen"),
         "train/tokens_per_s": tr.summary.get("tokens_per_s"),
         **{f"time/{k}": v for k, v in p["walls"].items()},
+        # teacher cost per stage: tokens the backend processed (prompt + completion)
+        **{f"teacher_tokens/{k}": st[k].summary["teacher"]["prompt_tokens"] + st[k].summary["teacher"]["completion_tokens"]
+           for k in ("tag", "diagnose", "synthesize") if "teacher" in st[k].summary},
     })
     cur = read_jsonl(outcome / "samples.jsonl")
     vs_start = paired_diff(read_jsonl(p["start"] / "samples.jsonl"), cur, overall=True)

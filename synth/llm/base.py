@@ -1,6 +1,7 @@
 """The one small protocol every LLM backend implements.
 
-``generate(list of message lists, sampling) -> list of texts`` and ``close()``.
+``generate(list of message lists, sampling) -> list of texts`` and ``close()``; ``usage`` counts
+requests and prompt/completion tokens so far (the stages report it as teacher cost).
 A message list that ends with an assistant turn is a *prefill*: the backend continues
 that turn and returns only the continuation (tiny teachers follow a format far more
 often when its first words are given). Backends know nothing of the loop's stages.
@@ -32,12 +33,30 @@ class LLMConfig:
     max_model_len: int = 2048    # prompt + completion tokens
     base_url: str = ""           # openai backend: http://host:port/v1
     api_key_env: str = "OPENAI_API_KEY"  # openai backend: env var holding the key
+    # openai backend, prompts that end in an assistant prefill: completions = render the chat template
+    # locally (tokenizer below) and continue it on /completions; fold = ask for the opening in the
+    # user turn and strip it from the reply (any server); continue = vLLM serve's continue_final_message;
+    # auto = completions when the tokenizer loads, else fold
+    prefill: Literal["auto", "completions", "fold", "continue"] = "auto"
+    tokenizer: str = ""          # openai backend: local tokenizer (HF id/path) of the served model; "" = model
+    timeout_s: float = 300.0     # openai backend: per-request timeout (retried 3x with backoff)
     gpu_memory_utilization: float = 0.85  # vllm backend
     threads: int = 0             # hf backend: torch CPU threads (0 = torch default); 1 is far faster on a busy CPU
 
 
+def render_prompt(tok, messages: Messages) -> str:
+    """The chat-template text a model continues: a generation prompt after the last turn, or —
+    when the last turn is the assistant's (a prefill) — that turn left open."""
+    if messages and messages[-1]["role"] == "assistant":
+        return tok.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=False,
+                                       continue_final_message=True)
+    return tok.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+
+
 @runtime_checkable
 class LLM(Protocol):
+    usage: dict   # {"requests", "prompt_tokens", "completion_tokens"} since the backend was made
+
     def generate(self, prompts: Sequence[Messages], sampling: Sampling) -> list[str]: ...
 
     def close(self) -> None: ...
