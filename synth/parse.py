@@ -10,8 +10,10 @@ import json
 import re
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.S)
-_KEY_LINE = re.compile(r"^\s*[-*#>\s]*\**\s*([A-Za-z][A-Za-z _-]{0,30}?)\s*\**\s*[:=]\s*\**\s*(.*?)\s*$")
-_LIST_ITEM = re.compile(r"^\s*(?:\d{1,3}[.)]|[-*•]|\(\d{1,3}\))\s+(.*\S)\s*$")
+# No two adjacent quantifiers may match the same character (``\s*\**\s*`` on a line of spaces
+# backtracks cubically: 2,000 spaces took 15 s); values are captured whole and trimmed in code.
+_KEY_LINE = re.compile(r"^[-*#>\s]*([A-Za-z][A-Za-z _-]{0,30}?)[\s*]*[:=](.*)$")
+_LIST_ITEM = re.compile(r"^\s*(?:\d{1,3}[.)]|[-*•]|\(\d{1,3}\))\s(.*)$")
 _REFUSAL = re.compile(
     r"\b(i'?m sorry|i am sorry|i apologi[sz]e|i can(?:'|no)t (?:help|assist|provide|answer|do that)|"
     r"as an ai(?: language model)?|i'?m (?:just )?an ai|i am (?:just )?an ai|i'?m unable to|i am unable to|"
@@ -76,7 +78,7 @@ def parse_key_values(text: str, keys: list[str]) -> dict[str, str] | None:
         if key in wanted:
             current = wanted[key] if wanted[key] not in found else None
             if current:
-                found[current] = m.group(2).strip().strip('"').strip()
+                found[current] = m.group(2).strip().lstrip("*").strip().strip('"').strip()
             continue
         if m and key not in wanted and current and found.get(current):
             current = None  # another key ends the value
@@ -108,7 +110,8 @@ def strip_label(text: str, labels: list[str]) -> str:
     """Text after a leading ``Label:`` (e.g. 'Question:'), unquoted and trimmed; '' if empty."""
     text = (text or "").strip()
     for lab in labels:
-        m = re.search(rf"(?im)^\s*\**{re.escape(lab)}\**\s*[:：]\s*", text)
+        # [^\S\n]*, not \s*: a \s* at every line start rescans all later blank lines (quadratic)
+        m = re.search(rf"(?im)^[^\S\n]*\**{re.escape(lab)}\**\s*[:：]\s*", text)
         if m:
             text = text[m.end():]
             break
