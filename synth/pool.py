@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import logging
 import os
 import time
@@ -28,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from evalsuite.records import (RecordError, content_hash, iter_jsonl, make_record, read_json,
-                               read_jsonl, write_json, write_jsonl)
+from evalsuite.records import (RecordError, content_hash, make_record, read_json, read_jsonl, write_json,
+                               write_jsonl)
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,10 @@ def _stream_json_array(path: Path, stats: Counter) -> Iterator[tuple[str, dict]]
     n = 0
     with path.open("rb") as fh:
         try:
-            for item in ijson.items(fh, "item"):
+            # use_float: floats as float, not Decimal (which JSON cannot write back), and an integer
+            # beyond 64 bits is an 'integer overflow' error here, where without it one of more than
+            # 4,300 digits crashes the interpreter (yajl2_c, segmentation fault)
+            for item in ijson.items(fh, "item", use_float=True):
                 n += 1
                 stats["rows_read"] += 1
                 yield f"{path}: item {n}", item
@@ -135,6 +139,30 @@ def _stream_json_array(path: Path, stats: Counter) -> Iterator[tuple[str, dict]]
             log.warning("%s is truncated: stopped cleanly after %d whole records", path, n)
         except ijson.JSONError as exc:
             raise PoolFormatError(f"{path}: invalid JSON after item {n}: {str(exc).splitlines()[0]}") from None
+        except UnicodeDecodeError as exc:  # yajl2_c on a lone low surrogate escape ("\\udc00")
+            raise PoolFormatError(f"{path}: invalid text after item {n}: {exc}") from None
+
+
+def _read_jsonl(path: Path, stats: Counter) -> Iterator[tuple[str, Any]]:
+    """Yield ("file:line", value) for each non-blank line; a line that is not UTF-8 JSON raises
+    PoolFormatError naming file:line (bytes are split on newlines only, as JSON lines are)."""
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise PoolFormatError(f"{where}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise PoolFormatError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+            except (ValueError, RecursionError) as exc:  # a number too long, nesting too deep
+                raise PoolFormatError(f"{where}: invalid JSON ({type(exc).__name__}: {exc})") from None
+            stats["rows_read"] += 1
+            yield where, row
 
 
 def _iter_rows(cfg: PoolConfig, stats: Counter) -> Iterator[tuple[str, dict]]:
@@ -157,9 +185,7 @@ def _iter_rows(cfg: PoolConfig, stats: Counter) -> Iterator[tuple[str, dict]]:
             suffix = ".jsonl"  # JSON lines named .json, as datasets also accepts
         if suffix == ".jsonl":
             # read directly (not through datasets) so a broken line is reported as file:line
-            for lineno, row in enumerate(iter_jsonl(path), 1):
-                stats["rows_read"] += 1
-                yield f"{path}: record {lineno}", row
+            yield from _read_jsonl(path, stats)
             return
         import datasets
 
