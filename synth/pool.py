@@ -40,7 +40,7 @@ ROLE_MAP = {"human": "user", "user": "user", "gpt": "assistant", "chatgpt": "ass
             "bing": "assistant", "bard": "assistant", "assistant": "assistant",
             "model": "assistant", "system": "system"}
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
-CACHE_VERSION = 1  # bump when conversion rules change, so old caches are not reused
+CACHE_VERSION = 2  # bump when conversion rules change, so old caches are not reused
 
 
 @dataclass
@@ -272,6 +272,41 @@ def to_messages(turns: list[tuple[str, str]], cfg: PoolConfig) -> tuple[list[dic
     return out, ""
 
 
+def _tags(where: str, row: dict) -> dict | None:
+    """A schema record's ``tags``; a non-dict ``tags`` is some other dataset's column and ignored."""
+    tags = row.get("tags")
+    if not isinstance(tags, dict):
+        return None
+    out = {}
+    for k in ("fine", "macro"):
+        v = tags.get(k)
+        if v is None:
+            v = []
+        if not isinstance(v, list) or not all(isinstance(t, str) for t in v):
+            raise PoolFormatError(f"{where}: tags[{k!r}] must be a list of strings, got {v!r:.80}")
+        out[k] = v
+    return out
+
+
+def _utf8(text: str) -> bool:
+    """False for text with lone surrogates (JSON lines may hold '\\ud83d', half an emoji): such
+    text cannot be written, hashed or embedded."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _writable(where: str, rec: dict) -> bool:
+    """Whether the record can be written as UTF-8 JSON (False: lone surrogates in its id or meta);
+    a value JSON cannot hold (bytes, a date from Parquet) raises naming the row."""
+    try:
+        return _utf8(json.dumps(rec, ensure_ascii=False))
+    except (TypeError, ValueError) as exc:
+        raise PoolFormatError(f"{where}: 'meta'/'scores' hold a value JSON cannot store ({exc})") from None
+
+
 def convert_rows(rows, cfg: PoolConfig, stats: Counter) -> Iterator[dict]:
     """Schema records from raw (where, row) pairs, counting each drop reason in ``stats``."""
     source = f"pool:{pool_name(cfg)}"
@@ -282,22 +317,28 @@ def convert_rows(rows, cfg: PoolConfig, stats: Counter) -> Iterator[dict]:
         if msgs is None:
             stats[f"drop_{reason}"] += 1
             continue
+        if not _utf8("".join(m["content"] for m in msgs)):
+            stats["drop_invalid_unicode"] += 1
+            continue
         h = content_hash(msgs)
         if h in seen_content:
             stats["drop_duplicate"] += 1
             continue
-        seen_content.add(h)
         orig = row.get("id")
         rid = f"{source}:{orig}" if orig not in (None, "") else f"{source}:{h}"
         if rid in seen_ids:  # same id, different content: disambiguate by content
             rid = f"{rid}:{h}"
-        seen_ids.add(rid)
-        tags = row.get("tags") if isinstance(row.get("tags"), dict) else None
         meta = dict(row["meta"]) if isinstance(row.get("meta"), dict) else {}
         if orig not in (None, ""):
             meta.setdefault("orig_id", str(orig))
         scores = row.get("scores") if isinstance(row.get("scores"), dict) else None
-        yield make_record(msgs, source, id=rid, tags=tags, scores=scores, meta=meta)
+        rec = make_record(msgs, source, id=rid, tags=_tags(where, row), scores=scores, meta=meta)
+        if not _writable(where, rec):
+            stats["drop_invalid_unicode"] += 1
+            continue
+        seen_content.add(h)
+        seen_ids.add(rid)
+        yield rec
         stats["kept"] += 1
         if cfg.max_records and stats["kept"] >= cfg.max_records:
             stats["stopped_at_max_records"] = 1
