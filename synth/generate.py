@@ -88,12 +88,12 @@ def parse_instruction(answer: str) -> str | None:
     """The question from ``Question: ...`` (or a first list item / paragraph), or None."""
     if not answer or not answer.strip():
         return None
-    if re.search(r"(?im)^\s*\**question\**\s*[:：]", answer):
+    if re.search(r"(?im)^[^\S\n]*\**question\**\s*[:：]", answer):
         text = parse.strip_label(answer, ["Question"])
     else:
         items = parse.parse_list(answer)
         text = items[0] if items else answer.strip()
-    text = re.split(r"(?im)^\s*(?:\**answer\**|solution|skill|topic)\s*[:：]", text)[0]
+    text = re.split(r"(?im)^[^\S\n]*(?:\**answer\**|solution|skill|topic)\s*[:：]", text)[0]
     text = text.split("\n\n")[0].strip()
     return text or None
 

@@ -49,7 +49,10 @@ def numbers_agree(a: str, b: str) -> bool | None:
     x, y = extract_number(a), extract_number(b)
     if x is None or y is None:
         return None
-    return numbers_equal(x, y)
+    try:
+        return numbers_equal(x, y)
+    except OverflowError:  # two different numbers beyond float range (numbers_equal compares as floats)
+        return False
 
 
 def wants_code(instruction: str, response: str) -> bool:
