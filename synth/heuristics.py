@@ -3,21 +3,26 @@
 The seed's source heuristics: a conversation whose code does network or file I/O
 (``requests.get``, ``urllib``, ``socket``, ``open(..., 'w')``, ``os.remove``, ``subprocess``)
 teaches the student to emit side-effecting code for tasks that need none, and cannot be
-verified in the sandbox. Rules are data (``RetrieveConfig.drop_rules``: a list of
-``{name, pattern}``), matched against every message; a record is counted under the first
-rule it matches, so the per-rule counts add up to the records dropped.
+verified in the sandbox. Two more drop ShareGPT rows with an export banner as a turn, or
+whose opening request is empty ("continue", a lone number): embedded by that turn, they match
+anything.
+Rules are data (``RetrieveConfig.drop_rules``: a list of ``{name, pattern, where}``), searched
+in every message or only user / assistant / the first user turn; a record is counted under
+the first rule it matches, so the per-rule counts add up to the records dropped.
 """
 from __future__ import annotations
 
 import re
 from collections import Counter
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass
 class DropRule:
     name: str      # the key it is counted under in the retrieve summary
-    pattern: str   # Python regex, searched in each message (multi-line mode)
+    pattern: str   # Python regex (multi-line mode; (?i) for case-insensitive)
+    where: Literal["any", "user", "assistant", "first_user"] = "any"  # which messages it is searched in
 
     def __post_init__(self) -> None:
         try:
@@ -35,17 +40,28 @@ def default_rules() -> list[DropRule]:
         DropRule("file_write", r"""\bopen\([^)\n]*,\s*(?:mode\s*=\s*)?['"](?=[rbt]*[wax+])[rwaxbt+]{1,4}['"]"""),
         DropRule("file_delete", r"\bos\.(?:remove|unlink|rmdir|removedirs)\(|\bshutil\.rmtree\("),
         DropRule("subprocess", r"\bsubprocess\.\w+\(|^\s*(?:import|from)\s+subprocess\b|\bos\.(?:system|popen)\("),
+        # ShareGPT rows with an export banner as a turn, or whose opening request is empty ("continue", a number)
+        DropRule("share_banner", r"^\W*This conversation is shared from"),
+        DropRule("no_request", r"(?i)\A\W*(?:\w{1,3}|continue|go on|keep going|continue writing(?: please)?)\W*\Z",
+                 where="first_user"),
     ]
+
+
+def _texts(rec: dict, where: str) -> list[str]:
+    msgs = rec["messages"]
+    if where == "first_user":
+        return [next((m["content"] for m in msgs if m["role"] == "user"), "")]
+    return [m["content"] for m in msgs if where == "any" or m["role"] == where]
 
 
 class RuleSet:
     def __init__(self, rules: list[DropRule]):
-        self.rules = [(r.name, re.compile(r.pattern, re.MULTILINE)) for r in rules]
+        self.rules = [(r.name, re.compile(r.pattern, re.MULTILINE), r.where) for r in rules]
 
     def first_match(self, rec: dict) -> str | None:
-        """The name of the first rule that matches any message of ``rec``, else None."""
-        for name, rx in self.rules:
-            if any(rx.search(m["content"]) for m in rec["messages"]):
+        """The name of the first rule that matches ``rec``, else None."""
+        for name, rx, where in self.rules:
+            if any(rx.search(t) for t in _texts(rec, where)):
                 return name
         return None
 
@@ -58,4 +74,4 @@ class RuleSet:
             keep.append(hit is None)
             if hit:
                 counts[hit] += 1
-        return keep, {name: counts[name] for name, _ in self.rules}
+        return keep, {name: counts[name] for name, _, _ in self.rules}

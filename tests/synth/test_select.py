@@ -108,6 +108,7 @@ def test_dsir_matches_the_target_better_than_random(tmp_path):
             assert s["by_part"] == {"knn": 0, "dsir": s["selected"]}
     dsir = [r for r in read_records(tmp_path / "o.jsonl") if r["meta"]["retrieval"]["via"] == "dsir"]
     assert dsir and all(r["meta"]["retrieval"]["log_importance"] > 0 for r in dsir)
+    assert all(r["meta"]["retrieval"]["score"] >= 0.2 for r in dsir)     # dsir_scope "near": within min_similarity
     assert s["by_part"]["knn"] == 3 and s["by_part"]["dsir"] >= 1
 
 
@@ -176,12 +177,16 @@ def test_content_rules_drop_and_count(tmp_path):
     cfg = RetrieveConfig(k_per_query=20, min_similarity=-1, max_records=0, token_budget=0, dsir_share=0,
                          diversity_threshold=0)
     s = retrieve(pool, ["write python code"], cfg, tmp_path / "c", tmp_path / "o.jsonl")
-    assert s["dropped_by_rule"] == {name: 1 for name in CODE}
+    assert s["dropped_by_rule"] == {**{name: 1 for name in CODE}, "share_banner": 0, "no_request": 0}
     assert {r["id"] for r in read_records(tmp_path / "o.jsonl")} == {"pool:test:read", "pool:test:sum", "pool:test:prose"}
     cfg.drop_rules = [DropRule("no_sum", r"\bsum\(")]       # rules are configurable data
     s = retrieve(pool, ["write python code"], cfg, tmp_path / "c", tmp_path / "o.jsonl")
     assert s["dropped_by_rule"] == {"no_sum": 2} and s["selected"] == len(pool) - 2
-    assert RuleSet(default_rules()).first_match(pool[0]) == "http_requests"
+    rules = RuleSet(default_rules())
+    assert rules.first_match(pool[0]) == "http_requests"
+    assert rules.first_match(rec("Continue writing please")) == "no_request" and rules.first_match(rec("5")) == "no_request"
+    assert rules.first_match(rec("Write a story", "continue")) is None          # only the first user turn
+    assert RuleSet([DropRule("x", "story", where="assistant")]).first_match(rec("Write a story")) is None
 
 
 def test_rules_and_shares_in_the_config_are_checked():
