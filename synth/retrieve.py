@@ -11,10 +11,13 @@ Selection fills the record and token budgets in two parts:
    has its ``k_per_query`` nearest records at or above ``min_similarity``, best first. The query
    furthest below its share (tokens taken / weight) takes its next record, so every query gets
    budget in proportion to its weight and a similarity is never multiplied by a count.
-2. **DSIR** (the rest): importance resampling over the whole pool toward the target
-   distribution (the dev items, failures weighted up; ``synth.select``), among the records
-   likelier under the target than under the pool; it covers the dev distribution where the
-   neighbours of a few queries do not.
+2. **DSIR** (the rest): importance resampling toward the target distribution (the dev items,
+   failures weighted up; ``synth.select``), among the records likelier under the target than
+   under the pool. Importance is measured against the whole pool; by default (``dsir_scope:
+   near``) the records drawn are those within ``min_similarity`` of some query (its
+   ``region_k`` nearest), because hashed n-grams alone match a prompt template ("step by
+   step") as readily as a topic: kNN decides what is relevant, DSIR the proportions, which
+   the neighbours of a few queries alone do not match.
 
 Every record taken passes the same gates: the content rules (``synth.heuristics``), one record
 per first user turn, the diversity filter, the student's ``max_seq_len`` (a multi-turn record
@@ -60,7 +63,9 @@ class RetrieveConfig:
     distinct_prompts: bool = True     # take one record per first user turn (ShareGPT repeats popular prompts)
     deficiency_share: float = 0.5     # a deficiency query weighs this x its failure count (each failure is a query of weight 1 too)
     passed_weight: float = 0.25       # weight of a passed dev item in the DSIR target (a failed one weighs 1)
-    dsir_share: float = 0.5           # share of the budgets filled by DSIR over the whole pool (0 = kNN only, 1 = DSIR only)
+    dsir_share: float = 0.5           # share of the budgets filled by DSIR (0 = kNN only, 1 = DSIR only)
+    dsir_scope: Literal["near", "pool"] = "near"  # DSIR draws from records near some query (its region_k nearest above min_similarity) | the whole pool
+    region_k: int = 256               # nearest records per query that make up the "near" scope
     ngram_buckets: int = 10_000       # hashed word unigram+bigram buckets (DSIR features, reported KL)
     seed: int = 0                     # DSIR's Gumbel noise and the random subsets of the KL baseline
     diversity_threshold: float = 0.9  # skip a record whose embedding cosine to a selected one exceeds this (0 = off)
@@ -75,6 +80,8 @@ class RetrieveConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.passed_weight < 0:
             raise ValueError(f"passed_weight must be >= 0, got {self.passed_weight}")
+        if self.region_k < 1:
+            raise ValueError(f"region_k must be >= 1, got {self.region_k}")
         if self.diversity_threshold > 1:
             raise ValueError(f"diversity_threshold must be <= 1 (a cosine; 0 = off), got {self.diversity_threshold}")
 
@@ -330,7 +337,7 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
         quota_order(lists, w, take_knn)
     n_knn = len(sel.taken)
 
-    # 2. DSIR over the whole pool for the rest of the budgets, among records with importance > 1
+    # 2. DSIR for the rest of the budgets, among records with importance > 1 (near some query, or anywhere)
     t0 = time.time()
     grams = select.HashedNgrams(cfg.ngram_buckets)
     feats = grams.matrix([record_text(r) for r in pool])
@@ -338,6 +345,12 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
     tgt = select.target_counts(grams.matrix(list(target)), tw)
     log_w = select.log_importance(feats, tgt) + select.tag_preference(pool, cfg.multi_tag_weight, cfg.long_tail_weight)
     stats["features_s"] = round(time.time() - t0, 3)
+    scope = np.ones(len(pool), dtype=bool)
+    if cfg.dsir_scope == "near":
+        rs, ri = search(index, qvecs, max(cfg.region_k, cfg.k_per_query))
+        scope[:] = False
+        scope[ri[(ri >= 0) & (rs >= cfg.min_similarity)]] = True
+    stats["dsir_scope_records"] = int(scope.sum())
     if cfg.dsir_share > 0:
         misses = 0   # consecutive records that did not fit the remaining tokens
         for pid in select.gumbel_order(log_w, cfg.seed).tolist():
@@ -345,7 +358,7 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
                 break
             if misses >= DSIR_MAX_MISSES:
                 break  # the token budget is as full as the pool's next records allow
-            if not keep[pid] or log_w[pid] <= 0:
+            if not keep[pid] or not scope[pid] or log_w[pid] <= 0:
                 continue   # only records likelier under the target than under the pool (importance > 1)
             v = vec(pid)
             q = int(np.argmax(qvecs @ v))
