@@ -11,7 +11,7 @@ Selection fills the record and token budgets in two parts:
    has its ``k_per_query`` nearest records at or above ``min_similarity``, best first. The query
    furthest below its share (tokens taken / weight) takes its next record, so every query gets
    budget in proportion to its weight and a similarity is never multiplied by a count.
-2. **DSIR** (the rest): importance resampling toward the target distribution (the dev items,
+2. **DSIR** (the rest; what it cannot fill goes back to the quotas): importance resampling toward the target distribution (the dev items,
    failures weighted up; ``synth.select``), among the records likelier under the target than
    under the pool. Importance is measured against the whole pool; by default (``dsir_scope:
    near``) the records drawn are those within ``min_similarity`` of some query (its
@@ -186,15 +186,17 @@ def search(index, query_vecs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarra
     return index.search(np.ascontiguousarray(query_vecs, dtype=np.float32), k)
 
 
-def quota_order(lists: list[list[int]], weights: np.ndarray, take: Callable[[int, int], int | None]) -> None:
+def quota_order(lists: list[list[int]], weights, take: Callable[[int, int], int | None],
+                used: list[float] | None = None) -> list[float]:
     """Weighted fair allocation over per-query candidate lists (best first): the query with the
     least taken per unit of weight offers its next candidate; ``take(pid, q)`` returns the amount
-    charged (tokens or 1) or None when the record was not taken (the query then offers its next).
-    Zero-weight queries take nothing; ties go to the heavier query, then the earlier one."""
-    heap = [(0.0, -float(weights[q]), q) for q in range(len(lists)) if weights[q] > 0 and lists[q]]
+    charged (tokens or 1), None when the record was not taken (the query then offers its next),
+    or -1 when the budgets are spent. Zero-weight queries take nothing; ties go to the heavier
+    query, then the earlier one. Returns what each query took (``used``: to continue a pass)."""
+    used = list(used) if used is not None else [0.0] * len(lists)
+    heap = [(used[q] / weights[q], -float(weights[q]), q) for q in range(len(lists)) if weights[q] > 0 and lists[q]]
     heapq.heapify(heap)
     pos = [0] * len(lists)
-    used = [0.0] * len(lists)
     while heap:
         _, negw, q = heapq.heappop(heap)
         while pos[q] < len(lists[q]):
@@ -202,12 +204,13 @@ def quota_order(lists: list[list[int]], weights: np.ndarray, take: Callable[[int
             pos[q] += 1
             charged = take(pid, q)
             if charged == -1:
-                return          # the budgets are spent
+                return used     # the budgets are spent
             if charged is not None:
                 used[q] += charged
                 break
         if pos[q] < len(lists[q]):
             heapq.heappush(heap, (used[q] / -negw, negw, q))
+    return used
 
 
 class _Selection:
@@ -323,19 +326,18 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
     tok_budget = float(cfg.token_budget) if cfg.token_budget else float("inf")
     share = 1.0 - cfg.dsir_share
 
+    def take_knn(rec_limit: int | None, tok_limit: float) -> Callable[[int, int], int | None]:
+        def take(pid: int, q: int) -> int | None:
+            if rec_limit is not None and len(sel.taken) >= rec_limit:
+                return -1
+            n = sel.take(pid, tok_limit, {"via": "knn", "score": round(float(qvecs[q] @ vec(pid)), 4), "query_idx": q})
+            return None if n is None else (n if cfg.token_budget else 1)
+        return take
+
     # 1. kNN with per-query quotas, within (1 - dsir_share) of the budgets
-    knn_rec = None if max_rec is None else round(max_rec * share)
-    knn_tok = tok_budget * share
-
-    def take_knn(pid: int, q: int) -> int | None:
-        if knn_rec is not None and len(sel.taken) >= knn_rec:
-            return -1
-        n = sel.take(pid, knn_tok, {"via": "knn", "score": round(float(qvecs[q] @ vec(pid)), 4), "query_idx": q})
-        return None if n is None else (n if cfg.token_budget else 1)
-
-    if share > 0 and (knn_rec is None or knn_rec > 0):
-        quota_order(lists, w, take_knn)
-    n_knn = len(sel.taken)
+    used = None
+    if share > 0:
+        used = quota_order(lists, w, take_knn(None if max_rec is None else round(max_rec * share), tok_budget * share))
 
     # 2. DSIR for the rest of the budgets, among records with importance > 1 (near some query, or anywhere)
     t0 = time.time()
@@ -366,27 +368,30 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
             sel.take(pid, tok_budget, {"via": "dsir", "score": round(float(qvecs[q] @ v), 4), "query_idx": q,
                                        "log_importance": round(float(log_w[pid]), 3)})
             misses = misses + 1 if sel.skips["budget"] > before else 0
+    # 3. what DSIR could not fill (few records likelier under the target) goes back to the kNN quotas
+    if used is not None and cfg.dsir_share > 0 and (max_rec is None or len(sel.taken) < max_rec):
+        quota_order(lists, w, take_knn(max_rec, tok_budget), used)
 
     chosen = list(sel.taken.values())
     write_jsonl(out_path, chosen)
     rows = list(sel.taken)
+    part = {via: [pid for pid, r in sel.taken.items() if r["meta"]["retrieval"]["via"] == via] for via in ("knn", "dsir")}
     eligible = [i for i, k in enumerate(keep) if k]
     scores = [r["meta"]["retrieval"]["score"] for r in chosen]
     stats.update(
         selected=len(chosen), tokens=sel.tokens,
         kl_target_selected=round(select.kl_to(tgt, feats, rows), 4) if rows else None,
         kl_target_random=round(select.kl_random(tgt, feats, eligible, len(rows), cfg.seed), 4) if rows else None,
-        by_part={"knn": n_knn, "dsir": len(chosen) - n_knn},
-        kl_by_part={"knn": round(select.kl_to(tgt, feats, rows[:n_knn]), 4) if n_knn else None,
-                    "dsir": round(select.kl_to(tgt, feats, rows[n_knn:]), 4) if len(rows) > n_knn else None},
+        by_part={via: len(ids) for via, ids in part.items()},
+        kl_by_part={via: round(select.kl_to(tgt, feats, ids), 4) if ids else None for via, ids in part.items()},
         mean_similarity=round(float(np.mean(scores)), 4) if chosen else 0.0,
-        queries_matched=len({r["meta"]["retrieval"]["query_idx"] for r in chosen[:n_knn]}),
+        queries_matched=len({sel.taken[pid]["meta"]["retrieval"]["query_idx"] for pid in part["knn"]}),
         skipped_budget=sel.skips["budget"], skipped_same_prompt=sel.skips["same_prompt"],
         skipped_diversity=sel.skips["diversity"], skipped_too_long=sel.skips["too_long"],
         kept_prefix=sel.prefixed, max_seq_len=max_seq_len or None,
         tokenizer=student or cfg.tokenizer or "chars/4",
         wall_s=round(time.time() - t_start, 3))
     log.info("retrieved %d records (%d kNN, %d DSIR; %d tokens) for %d queries in %.1f s; "
-             "KL(target||selected) %s vs random %s", stats["selected"], n_knn, len(chosen) - n_knn, sel.tokens,
+             "KL(target||selected) %s vs random %s", stats["selected"], len(part["knn"]), len(part["dsir"]), sel.tokens,
              len(queries), stats["wall_s"], stats["kl_target_selected"], stats["kl_target_random"])
     return stats

@@ -101,15 +101,16 @@ def test_dsir_matches_the_target_better_than_random(tmp_path):
         s = retrieve(pool, t.queries, cfg, tmp_path / "c", tmp_path / "o.jsonl", weights=t.weights,
                      target=t.target, target_weights=t.target_weights)
         got = [r["messages"][0]["content"] for r in read_records(tmp_path / "o.jsonl")]
-        # DSIR takes only records likelier under the target than the pool: here 4 of the 10 math ones
-        assert 4 <= s["selected"] <= 6 and all(g in MATH for g in got), got
         assert s["kl_target_selected"] < s["kl_target_random"], s
-        if share == 1.0:
+        if share == 1.0:   # DSIR takes only records likelier under the target than the pool: 4 math ones here
+            assert 4 <= s["selected"] < 6 and all(g in MATH for g in got), got
             assert s["by_part"] == {"knn": 0, "dsir": s["selected"]}
+    # half and half: what DSIR cannot fill goes back to the kNN quotas
+    assert s["selected"] == 6 and sum(g in MATH for g in got) >= 5, got
     dsir = [r for r in read_records(tmp_path / "o.jsonl") if r["meta"]["retrieval"]["via"] == "dsir"]
     assert dsir and all(r["meta"]["retrieval"]["log_importance"] > 0 for r in dsir)
     assert all(r["meta"]["retrieval"]["score"] >= 0.2 for r in dsir)     # dsir_scope "near": within min_similarity
-    assert s["by_part"]["knn"] == 3 and s["by_part"]["dsir"] >= 1
+    assert s["by_part"]["knn"] >= 3 and s["by_part"]["dsir"] >= 1
 
 
 def test_kl_and_importance_on_hashed_ngrams():
