@@ -21,7 +21,8 @@ Selection fills the record and token budgets in two parts:
 
 Every record taken passes the same gates: the content rules (``synth.heuristics``), one record
 per first user turn, the diversity filter, the student's ``max_seq_len`` (a multi-turn record
-may keep its longest prefix of whole exchanges that fits) and the token budget. The summary
+may keep its longest prefix of whole exchanges that fits), the token budget and, when
+``ifd_max`` > 0, the student's IFD (``synth.ifd``). The summary
 reports KL(target || selected) next to KL(target || random subset of the same size).
 """
 from __future__ import annotations
@@ -71,6 +72,7 @@ class RetrieveConfig:
     diversity_threshold: float = 0.9  # skip a record whose embedding cosine to a selected one exceeds this (0 = off)
     split_long: bool = True           # over max_seq_len: keep the longest prefix of whole exchanges that fits (false: skip)
     drop_rules: list[DropRule] = field(default_factory=default_rules)  # named regexes; a matching record is never selected
+    ifd_max: float = 0.0              # drop a record whose IFD (student's answer PPL with / without the instruction) >= this; 0 = off, Superfiltering: 1
     multi_tag_weight: float = 0.5     # DSIR log-weight bonus x log(fine tags) (pool records carrying tags only)
     long_tail_weight: float = 1.0     # DSIR log-weight bonus for rare fine tags (pool records carrying tags only)
 
@@ -80,6 +82,8 @@ class RetrieveConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.passed_weight < 0:
             raise ValueError(f"passed_weight must be >= 0, got {self.passed_weight}")
+        if self.ifd_max < 0:
+            raise ValueError(f"ifd_max must be >= 0 (0 = off), got {self.ifd_max}")
         if self.region_k < 1:
             raise ValueError(f"region_k must be >= 1, got {self.region_k}")
         if self.diversity_threshold > 1:
@@ -216,14 +220,14 @@ def quota_order(lists: list[list[int]], weights, take: Callable[[int, int], int 
 class _Selection:
     """The records taken so far and the gates every candidate passes, with their counts."""
 
-    def __init__(self, pool, cfg, count, max_seq_len, vec):
-        self.pool, self.cfg, self.count, self.max_seq_len, self.vec = pool, cfg, count, max_seq_len, vec
+    def __init__(self, pool, cfg, count, max_seq_len, vec, ifd=None):
+        self.pool, self.cfg, self.count, self.max_seq_len, self.vec, self.ifd = pool, cfg, count, max_seq_len, vec, ifd
         self.diversity = select.DiversityFilter(cfg.diversity_threshold)
         self.taken: dict[int, dict] = {}       # pool index -> output record (insertion = rank order)
         self.rejected: set[int] = set()        # for good: same prompt, too long, too close to a taken one
         self.prompts: set[str] = set()
         self.tokens = 0
-        self.skips = {"same_prompt": 0, "diversity": 0, "too_long": 0, "budget": 0}
+        self.skips = {"same_prompt": 0, "diversity": 0, "too_long": 0, "budget": 0, "ifd": 0}
         self.prefixed = 0
         self._fit: dict[int, tuple[list[dict], int] | None] = {}
 
@@ -269,6 +273,13 @@ class _Selection:
         if self.tokens + n_tok > budget_tokens:
             self.skips["budget"] += 1          # a shorter record further down may still fit
             return None
+        if self.ifd is not None:               # last: two forward passes of the student
+            ifd = self.ifd.score(rec)
+            meta = {**meta, "ifd": round(ifd, 4)}
+            if ifd >= self.cfg.ifd_max:
+                self.skips["ifd"] += 1         # the instruction does not help the model produce the answer
+                self.rejected.add(pid)
+                return None
         self.tokens += n_tok
         if prompt is not None:
             self.prompts.add(prompt)
@@ -321,7 +332,14 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
              for q in range(len(queries))]
     stats["candidates"] = len({p for lst in lists for p in lst})
 
-    sel = _Selection(pool, cfg, token_counter(student or cfg.tokenizer), max_seq_len, vec)
+    ifd = None
+    if cfg.ifd_max > 0:
+        if not (student or cfg.tokenizer):
+            raise ValueError("retrieve.ifd_max needs the student (or retrieve.tokenizer naming a causal LM) to score IFD")
+        from synth.ifd import IFDScorer
+
+        ifd = IFDScorer(student or cfg.tokenizer, max_answer_tokens=max_seq_len or 512)
+    sel = _Selection(pool, cfg, token_counter(student or cfg.tokenizer), max_seq_len, vec, ifd)
     max_rec = cfg.max_records or None
     tok_budget = float(cfg.token_budget) if cfg.token_budget else float("inf")
     share = 1.0 - cfg.dsir_share
@@ -387,7 +405,7 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
         mean_similarity=round(float(np.mean(scores)), 4) if chosen else 0.0,
         queries_matched=len({sel.taken[pid]["meta"]["retrieval"]["query_idx"] for pid in part["knn"]}),
         skipped_budget=sel.skips["budget"], skipped_same_prompt=sel.skips["same_prompt"],
-        skipped_diversity=sel.skips["diversity"], skipped_too_long=sel.skips["too_long"],
+        skipped_diversity=sel.skips["diversity"], skipped_too_long=sel.skips["too_long"], skipped_ifd=sel.skips["ifd"],
         kept_prefix=sel.prefixed, max_seq_len=max_seq_len or None,
         tokenizer=student or cfg.tokenizer or "chars/4",
         wall_s=round(time.time() - t_start, 3))

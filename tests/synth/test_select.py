@@ -232,3 +232,20 @@ def test_tag_preference_favours_multi_ability_and_rare_tags():
     b = select.tag_preference(pool, multi_weight=0.5, tail_weight=1.0)
     assert b[3] > b[0] and b[4] > b[0] and b[5] == 0.0
     assert not select.tag_preference(pool, 0.0, 0.0).any()
+
+
+def test_ifd_gate_drops_answers_the_instruction_does_not_help(tmp_path, tiny_model_path):
+    """Mechanics on the tiny random model (IFD is meaningless there): scores recorded, the gate
+    drops at the threshold and is counted. The real SmolLM2 gives a matched answer IFD 0.15 and an
+    unrelated one 2.3 (README_data)."""
+    pool = [rec(f"Question {i}: how do I cook dish {i}?", f"Answer {i}: simmer it.", rid=f"pool:test:{i}") for i in range(4)]
+    cfg = RetrieveConfig(k_per_query=4, min_similarity=-1, max_records=0, token_budget=0, dsir_share=0,
+                         diversity_threshold=0, ifd_max=100.0)
+    s = retrieve(pool, ["cook"], cfg, tmp_path / "c", tmp_path / "o.jsonl", student=tiny_model_path)
+    got = read_records(tmp_path / "o.jsonl")
+    assert s["selected"] == 4 and s["skipped_ifd"] == 0 and all(r["meta"]["retrieval"]["ifd"] > 0 for r in got)
+    cfg.ifd_max = min(r["meta"]["retrieval"]["ifd"] for r in got) + 1e-6
+    s = retrieve(pool, ["cook"], cfg, tmp_path / "c", tmp_path / "o.jsonl", student=tiny_model_path)
+    assert s["selected"] == 1 and s["skipped_ifd"] == 3
+    with pytest.raises(ValueError, match="ifd_max needs the student"):
+        retrieve(pool, ["cook"], cfg, tmp_path / "c", tmp_path / "o.jsonl")
