@@ -9,8 +9,8 @@ Selection fills the record and token budgets in two parts:
 1. **kNN with per-query quotas** (``1 - dsir_share`` of the budgets). Each query (a failed dev
    prompt, weight 1; a deficiency phrase, weight ``deficiency_share`` x the failures it groups)
    has its ``k_per_query`` nearest records at or above ``min_similarity``, best first. The query
-   furthest below its share (tokens taken / weight) takes its next record, so every query gets
-   budget in proportion to its weight and a similarity is never multiplied by a count.
+   furthest below its share (records taken / weight) takes its next record, so every query gets
+   records in proportion to its weight and a similarity is never multiplied by a count.
 2. **DSIR** (the rest; what it cannot fill goes back to the quotas): importance resampling toward the target distribution (the dev items,
    failures weighted up; ``synth.select``), among the records likelier under the target than
    under the pool. Importance is measured against the whole pool; by default (``dsir_scope:
@@ -191,18 +191,22 @@ def search(index, query_vecs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarra
 
 
 def quota_order(lists: list[list[int]], weights, take: Callable[[int, int], int | None],
-                used: list[float] | None = None) -> list[float]:
+                used: list[float] | None = None, seed: int = 0) -> list[float]:
     """Weighted fair allocation over per-query candidate lists (best first): the query with the
-    least taken per unit of weight offers its next candidate; ``take(pid, q)`` returns the amount
-    charged (tokens or 1), None when the record was not taken (the query then offers its next),
-    or -1 when the budgets are spent. Zero-weight queries take nothing; ties go to the heavier
-    query, then the earlier one. Returns what each query took (``used``: to continue a pass)."""
+    fewest records taken per unit of weight offers its next candidate; ``take(pid, q)`` returns
+    True when it took the record, None when not (the query then offers its next), or -1 when the
+    budgets are spent. Zero-weight queries take nothing. Ties go to the heavier query, then in a
+    seeded random order, so that when the budget is smaller than the number of queries the first
+    picks do not all go to the first task's items. Returns the records each query took (``used``:
+    to continue a pass)."""
     used = list(used) if used is not None else [0.0] * len(lists)
-    heap = [(used[q] / weights[q], -float(weights[q]), q) for q in range(len(lists)) if weights[q] > 0 and lists[q]]
+    rank = np.random.default_rng(seed).permutation(len(lists)).tolist()
+    heap = [(used[q] / weights[q], -float(weights[q]), rank[q], q) for q in range(len(lists))
+            if weights[q] > 0 and lists[q]]
     heapq.heapify(heap)
     pos = [0] * len(lists)
     while heap:
-        _, negw, q = heapq.heappop(heap)
+        _, negw, _, q = heapq.heappop(heap)
         while pos[q] < len(lists[q]):
             pid = lists[q][pos[q]]
             pos[q] += 1
@@ -210,10 +214,10 @@ def quota_order(lists: list[list[int]], weights, take: Callable[[int, int], int 
             if charged == -1:
                 return used     # the budgets are spent
             if charged is not None:
-                used[q] += charged
+                used[q] += 1
                 break
         if pos[q] < len(lists[q]):
-            heapq.heappush(heap, (used[q] / -negw, negw, q))
+            heapq.heappush(heap, (used[q] / -negw, negw, rank[q], q))
     return used
 
 
@@ -349,13 +353,14 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
             if rec_limit is not None and len(sel.taken) >= rec_limit:
                 return -1
             n = sel.take(pid, tok_limit, {"via": "knn", "score": round(float(qvecs[q] @ vec(pid)), 4), "query_idx": q})
-            return None if n is None else (n if cfg.token_budget else 1)
+            return None if n is None else True
         return take
 
     # 1. kNN with per-query quotas, within (1 - dsir_share) of the budgets
     used = None
     if share > 0:
-        used = quota_order(lists, w, take_knn(None if max_rec is None else round(max_rec * share), tok_budget * share))
+        used = quota_order(lists, w, take_knn(None if max_rec is None else round(max_rec * share), tok_budget * share),
+                           seed=cfg.seed)
 
     # 2. DSIR for the rest of the budgets, among records with importance > 1 (near some query, or anywhere)
     t0 = time.time()
@@ -388,7 +393,7 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
             misses = misses + 1 if sel.skips["budget"] > before else 0
     # 3. what DSIR could not fill (few records likelier under the target) goes back to the kNN quotas
     if used is not None and cfg.dsir_share > 0 and (max_rec is None or len(sel.taken) < max_rec):
-        quota_order(lists, w, take_knn(max_rec, tok_budget), used)
+        quota_order(lists, w, take_knn(max_rec, tok_budget), used, seed=cfg.seed)
 
     chosen = list(sel.taken.values())
     write_jsonl(out_path, chosen)

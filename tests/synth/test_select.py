@@ -83,9 +83,19 @@ def test_quota_order_shares_by_weight():
         if len(taken) >= 40:
             return -1
         taken.append(q)
-        return 1
+        return True
     quota_order(lists, [1.0, 3.0, 0.0], take)
     assert taken.count(1) == 30 and taken.count(0) == 10 and taken.count(2) == 0 and taken[0] == 1
+    # a budget smaller than the number of equal queries: the first picks go in a seeded random
+    # order, not to the first queries (in the loop: the first task's failed items)
+    firsts = []
+    for seed in (0, 1):
+        taken.clear()
+        lists = [[i] for i in range(100)]
+        quota_order(lists, [1.0] * 100, lambda pid, q: -1 if len(taken) >= 10 else taken.append(q) or True, seed=seed)
+        assert len(set(taken)) == 10 and max(taken) > 20
+        firsts.append(list(taken))
+    assert firsts[0] != firsts[1]
 
 
 def test_dsir_matches_the_target_better_than_random(tmp_path):
