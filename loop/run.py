@@ -197,16 +197,16 @@ def synthesize_stage(cfg: Config, out: Path, deficiencies: Path, avoid: Path, ro
 
 def retrieve_stage(cfg: Config, cache: Path, samples: Path, deficiencies: Path, out: Path) -> dict:
     from synth.pool import load_pool, pool_stats
-    from synth.retrieve import retrieve
+    from synth.retrieve import eval_targets, retrieve
 
     dev, failures = split_rows(read_jsonl(samples))
-    items = failures or dev
-    defs = read_json(deficiencies)["deficiencies"]
-    queries = [s["prompt"] for s in items] + [d["ability"] for d in defs]
-    # a deficiency stands for `count` failures: weight its query accordingly
-    weights = [1.0] * len(items) + [float(max(1, d.get("count", 1))) for d in defs]
+    # kNN queries (each failure 1, a deficiency a share of its failures) and the DSIR target (the dev items)
+    t = eval_targets(dev, failures, read_json(deficiencies)["deficiencies"], cfg.retrieve)
     pool = load_pool(cfg.retrieve.pool, cache)
-    stats = retrieve(pool, queries, cfg.retrieve, cache, out / "records.jsonl", weights=weights)
+    # tokens counted with the student's tokenizer; nothing longer than the trainer's max_seq_len
+    stats = retrieve(pool, t.queries, cfg.retrieve, cache, out / "records.jsonl", weights=t.weights,
+                     target=t.target, target_weights=t.target_weights,
+                     student=resolve_model(cfg.student.model, cfg.cache_dir), max_seq_len=cfg.train.max_seq_len)
     return {**stats, "pool": pool_stats(cfg.retrieve.pool, cache)}   # what the pool's filters kept and dropped
 
 
