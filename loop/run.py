@@ -97,7 +97,8 @@ def run(cfg: Config, run_dir: Path) -> dict:
                                                avoid=decontam, round_idx=r), on_done=done)
 
             # 5. RETRIEVE matched records from the pool (neighbours of failures and deficiencies)
-            rt = rd.stage(r, "retrieve", [cfg.retrieve, dg.fingerprint, *ext["retrieve"]],
+            rt = rd.stage(r, "retrieve", [cfg.retrieve, cfg.student, cfg.train.max_seq_len, dg.fingerprint,
+                                          *ext["retrieve"]],
                           lambda out: retrieve_stage(cfg, cache, samples, deficiencies, out), on_done=done)
 
             # 6. MIX: dedup + decontaminate the union into the exact training input
