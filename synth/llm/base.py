@@ -26,7 +26,7 @@ class Sampling:
 
 @dataclass
 class LLMConfig:
-    backend: str = "hf"          # hf | vllm | openai | fake
+    backend: str = "hf"          # hf | ct2 | vllm | openai | fake
     model: str = "embedded:smollm2-135m-instruct"   # HF id, local path or embedded:<name>
     device: str = "cpu"          # cpu | cuda | auto
     dtype: str = "float32"       # fp32 on CPU (bf16 is ~250x slower on this CPU)
@@ -36,6 +36,7 @@ class LLMConfig:
     api_key_env: str = "OPENAI_API_KEY"  # openai backend: env var holding the key
     gpu_memory_utilization: float = 0.85  # vllm backend
     threads: int = 0             # hf backend: torch CPU threads (0 = torch default); 1 is far faster on a busy CPU
+    quantization: str = "int8"   # ct2 backend: CTranslate2 weights, int8 (CPU default) | int8_float32 | int16 | float32
 
 
 @runtime_checkable
