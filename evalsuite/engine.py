@@ -134,30 +134,36 @@ def _merge_adapter(model: str, adapter: str, out: Path) -> None:
         shutil.copy(gen_cfg, out / "generation_config.json")
 
 
-# Relative costs (in units of one row of one decode step) for plan_batches, measured for
-# SmolLM2-135M int8 on 2 cores: a decode step of b rows takes ~26 + 3.1*b ms, and a prompt token
-# forwarded at once ~0.7 ms.
-STEP_FIXED, PREFILL = 8.0, 0.25
+# Relative costs for plan_batches, in units of one row's share of a decode step (~3.1 ms), measured
+# for SmolLM2-135M int8 on 2 cores: a decode step of b rows takes ~26 + 3.1*b ms, and a prompt
+# token forwarded at once ~0.7 ms.
+STEP_FIXED, PREFILL = 8.4, 0.23
 
 
 def plan_batches(lengths: Sequence[int], max_batch: int, new_tokens: int) -> list[list[int]]:
     """Prompt indices grouped into batches (sorted by length) at the least estimated cost.
 
     CT2 forwards a batch's prompts at once only up to its SHORTEST prompt; the rest of each longer
-    prompt is fed one token per decode step (OpenNMT/CTranslate2#1480). So a batch of b prompts of
-    lengths lmin..lmax costs about PREFILL*b*lmin + (lmax - lmin + new_tokens) * (STEP_FIXED + b):
-    big batches save the fixed cost per step, a wide length spread adds steps. Exact dynamic
-    programme over the sorted lengths, batches of at most ``max_batch``.
+    prompt is fed one token per decode step (OpenNMT/CTranslate2#1480), at the cost of a generated
+    token instead of a prefill token. A batch of prompts of lengths l_min..l_max therefore costs
+    about PREFILL*b*l_min + sum(l - l_min) + STEP_FIXED*(l_max - l_min + new_tokens) on top of its
+    generated tokens: fewer batches save fixed step costs, a wide length spread costs prompt
+    tokens fed one at a time. Exact dynamic programme over the sorted lengths, at most
+    ``max_batch`` rows per batch.
     """
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
     L = [lengths[i] for i in order]
     n, cap = len(L), max(1, max_batch)
+    prefix = [0]
+    for x in L:
+        prefix.append(prefix[-1] + x)
     best = [0.0] + [float("inf")] * n
     cut = [0] * (n + 1)
     for j in range(1, n + 1):
         for i in range(max(0, j - cap), j):
             b = j - i
-            c = best[i] + PREFILL * b * L[i] + (L[j - 1] - L[i] + new_tokens) * (STEP_FIXED + b)
+            spread_tokens = prefix[j] - prefix[i] - b * L[i]
+            c = best[i] + PREFILL * b * L[i] + spread_tokens + STEP_FIXED * (L[j - 1] - L[i] + new_tokens)
             if c < best[j]:
                 best[j], cut[j] = c, i
     groups, j = [], n
