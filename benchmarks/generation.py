@@ -184,8 +184,8 @@ def main(argv: list[str] | None = None) -> int:
 
     hf = res["hf"]
     print(f"\nllama.cpp: {LLAMA_CPP_REASON}" if not _has_llama_cpp() else "\nllama.cpp: installed but not wired in")
-    print(f"\n| engine | tokens/s | x hf | batch-1 s/request | batch-1 ms/token | peak RSS MB | load s | "
-          f"outputs identical to hf |")
+    print("\n| engine | tokens/s | x hf | batch-1 s/request | batch-1 ms/token | peak RSS MB | load s | "
+          "outputs identical to hf |")
     print("|---|---|---|---|---|---|---|---|")
     for e, r in res.items():
         pairs = [(a, b) for k in hf["texts"] for a, b in zip(r["texts"][k], hf["texts"][k])]

@@ -35,7 +35,7 @@ class LLMConfig:
     base_url: str = ""           # openai backend: http://host:port/v1
     api_key_env: str = "OPENAI_API_KEY"  # openai backend: env var holding the key
     gpu_memory_utilization: float = 0.85  # vllm backend
-    threads: int = 0             # hf backend: torch CPU threads (0 = torch default); 1 is far faster on a busy CPU
+    threads: int = 0             # hf/ct2 backends: CPU threads (0 = library default); 1 is far faster on a busy CPU
     quantization: str = "int8"   # ct2 backend: CTranslate2 weights, int8 (CPU default) | int8_float32 | int16 | float32
 
 
