@@ -37,9 +37,10 @@ class EvalConfig:
     max_gen_toks: int | None = None  # global cap over the per-task max_gen_toks
     bootstrap: int = 1000          # bootstrap resamples for CIs
     seed: int = 0
-    backend: Literal["hf", "vllm"] = "hf"  # lm-eval model type
+    backend: Literal["hf", "ct2", "vllm"] = "hf"  # lm-eval model type; ct2: the compiled CPU engine
     device: Literal["cpu", "cuda"] = "cpu"
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    quantization: Literal["int8", "int8_float32", "int16", "float32"] = "int8"  # ct2 backend: CTranslate2 weights
 
 
 def lm_eval_version() -> str:
@@ -211,7 +212,23 @@ def _model_args(cfg: EvalConfig, model: str, adapter: str | None) -> dict:
             args["lora_local_path"] = str(adapter)
             args["max_lora_rank"] = 64
         return args
-    raise ValueError(f"EvalConfig.backend must be 'hf' or 'vllm', got {cfg.backend!r}")
+    if cfg.backend == "ct2":  # evalsuite.lm_ct2 merges the adapter and converts once (cached)
+        return {"pretrained": model, "peft": str(adapter) if adapter else None, "quantization": cfg.quantization,
+                "seed": cfg.seed}
+    raise ValueError(f"EvalConfig.backend must be 'hf', 'ct2' or 'vllm', got {cfg.backend!r}")
+
+
+def _lm(cfg: EvalConfig, model: str, adapter: str | None):
+    """What simple_evaluate gets as ``model``: a registered name, or for ct2 our own instance, so
+    that results.json can say what served each request type."""
+    args = _model_args(cfg, model, adapter)
+    if cfg.backend != "ct2":
+        return cfg.backend, args
+    from lm_eval.api.registry import get_model
+
+    from evalsuite import lm_ct2  # registers "synthloop-ct2" with lm-eval
+
+    return get_model(lm_ct2.NAME).create_from_arg_obj(args, {"batch_size": cfg.batch_size, "device": cfg.device}), None
 
 
 def _write_configs(out_dir: Path, results: dict, suite: Suite) -> None:
@@ -245,8 +262,9 @@ def run_eval(cfg: EvalConfig, model: str, adapter: str | None, out_dir: Path) ->
         n = len(task.eval_docs)
         samples_idx[leaf] = list(range(min([n, *caps])))
 
+    lm, model_args = _lm(cfg, model, adapter)
     results = lm_eval.simple_evaluate(
-        model=cfg.backend, model_args=_model_args(cfg, model, adapter),
+        model=lm, model_args=model_args,
         tasks=[task for _, task in tasks.values()], task_manager=tm,
         batch_size=cfg.batch_size, device=cfg.device, samples=samples_idx,
         log_samples=True, apply_chat_template=suite.apply_chat_template,
@@ -274,6 +292,9 @@ def run_eval(cfg: EvalConfig, model: str, adapter: str | None, out_dir: Path) ->
         "suite": str(suite.path),
         "config": asdict(cfg),
         "lm_eval_results": plain(results.get("results", {})),
+        # what served generation and loglikelihood (for ct2: the engine, its weights, request counts)
+        "engine": lm.report() if hasattr(lm, "report") else {"backend": cfg.backend,
+                                                             "loglikelihood": f"lm-eval {cfg.backend}"},
         "n_samples": len(rows),
         "wall_s": round(time.time() - t0, 1),
     }

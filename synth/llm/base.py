@@ -25,7 +25,7 @@ class Sampling:
 
 @dataclass
 class LLMConfig:
-    backend: Literal["hf", "vllm", "openai", "fake"] = "hf"
+    backend: Literal["hf", "ct2", "vllm", "openai", "fake"] = "hf"   # ct2: the compiled CPU engine
     model: str = "embedded:smollm2-135m-instruct"   # HF id, local path or embedded:<name>
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"  # fp32 on CPU: bf16 is far slower there
@@ -41,7 +41,9 @@ class LLMConfig:
     tokenizer: str = ""          # openai backend: local tokenizer (HF id/path) of the served model; "" = model
     timeout_s: float = 300.0     # openai backend: per-request timeout (retried 3x with backoff)
     gpu_memory_utilization: float = 0.85  # vllm backend
-    threads: int = 0             # hf backend: torch CPU threads (0 = torch default); 1 is far faster on a busy CPU
+    threads: int = 0             # hf/ct2 backends: CPU threads (0 = library default); 1 is far faster on a busy CPU
+    # ct2 backend: CTranslate2 weights (int8 is the CPU default)
+    quantization: Literal["int8", "int8_float32", "int16", "float32"] = "int8"
 
 
 def render_prompt(tok, messages: Messages) -> str:

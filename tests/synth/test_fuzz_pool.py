@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from evalsuite.records import RecordError, read_jsonl, validate_record, write_jsonl
-from synth.pool import ROLE_MAP, PoolConfig, convert_rows, load_pool
+from synth.pool import PoolConfig, convert_rows, load_pool
 
 FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FILES = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
