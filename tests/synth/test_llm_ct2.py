@@ -7,6 +7,7 @@ self-consistent (batching, order, seeds). The model converts once into the cache
 import pytest
 
 from synth.llm import LLMConfig, Sampling, get_backend, load_llm
+from synth.llm.base import render_prompt
 
 PROMPTS = [[{"role": "user", "content": "Hi"}],
            [{"role": "user", "content": "Tell me a long story about a dragon and a castle on a hill."}],
@@ -75,8 +76,8 @@ def test_outputs_come_back_in_input_order_and_seeds_repeat(llm):
 
 
 def test_final_assistant_turn_is_continued(llm, fp32, hf):
-    assert llm._render(PREFILL).endswith("<|im_start|>assistant\nTags:")
-    assert llm._render(PREFILL[:1]).endswith("<|im_start|>assistant\n")
+    assert render_prompt(llm.tok, PREFILL).endswith("<|im_start|>assistant\nTags:")
+    assert render_prompt(llm.tok, PREFILL[:1]).endswith("<|im_start|>assistant\n")
     greedy = Sampling(max_new_tokens=8, temperature=0)
     # the continuation of the prefilled turn, not a new answer to the user turn
     assert fp32.generate([PREFILL], greedy) == hf.generate([PREFILL], greedy)
