@@ -80,6 +80,11 @@ def test_two_rounds_write_every_stage(smoke_run):
         assert synth and all(rec["meta"]["round"] == int(r[-3:]) for rec in synth)
         retrieved = read_records(run_dir / r / "retrieve" / "records.jsonl")
         assert retrieved and all(rec["source"].startswith("pool:") for rec in retrieved)
+        rt = json.loads((run_dir / r / "retrieve" / "DONE").read_text())["summary"]
+        assert rt["kl_target_selected"] is not None and rt["kl_target_random"] is not None
+        assert rt["max_seq_len"] == 512 and all(rec["meta"]["retrieval"]["tokens"] <= 512 for rec in retrieved)
+        skipped = json.loads((run_dir / r / "train" / "metrics.json").read_text())["skipped_ids"]
+        assert not {rec["id"] for rec in retrieved} & {i for ids in skipped.values() for i in ids}
         train = run_dir / r / "train"
         assert (train / "adapter" / "adapter_model.safetensors").exists()
         assert read_records(train / "train_set.jsonl")
