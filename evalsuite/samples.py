@@ -64,7 +64,7 @@ def _first(x: Any) -> Any:
     return x
 
 
-def _target_text(doc: dict, target: Any, choices: list[str] | None) -> str:
+def target_text(doc: dict, target: Any, choices: list[str] | None) -> str:
     if choices is not None and isinstance(target, int) and 0 <= target < len(choices):
         return choices[target]
     if isinstance(doc, dict) and "instruction_id_list" in doc:  # IFEval: the constraints are the target
@@ -104,7 +104,7 @@ def to_rows(task: str, samples: list[dict], *, primary_metric: str, prompt_of: C
         score = float(values[primary_metric])
         doc_id = id_prefix + stable_doc_id(doc, s["doc_id"])
         row = {"task": task, "doc_id": doc_id, "split": assign_split(task, doc_id, dev_ratio),
-               "prompt": prompt_of(doc), "target": _target_text(doc, s.get("target"), choices),
+               "prompt": prompt_of(doc), "target": target_text(doc, s.get("target"), choices),
                "response": response, "extracted": extracted, "correct": score >= 0.5,
                "metrics": values, "score": score}
         if choices is not None:
