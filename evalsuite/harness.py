@@ -19,6 +19,7 @@ import yaml
 
 from evalsuite.records import write_json, write_jsonl
 from evalsuite.samples import plain, stable_doc_id, summarize, target_text, to_rows
+from evalsuite.split import assign_split
 from evalsuite.suite import TASKS_DIR, Suite, SuiteError, SuiteTask, load_suite
 from evalsuite.usertask import load_rows, task_config
 
@@ -173,13 +174,11 @@ def decontam_rows(tasks: dict[str, tuple[SuiteTask, Any]]) -> list[dict]:
     docs, not only the ``limit`` evaluated), the question as the task says to decontaminate it
     (lm-eval's ``doc_to_decontamination_query`` where the task sets ``should_decontaminate``, else
     its ``doc_to_text`` — the question, not the chat or few-shot template) and its target."""
-    rows = []
+    rows, prefix = [], _id_prefixes(tasks)
     for leaf, (entry, task) in tasks.items():
-        n_leaves = sum(1 for e, _ in tasks.values() if e is entry)
-        prefix = f"{leaf}/" if n_leaves > 1 else ""
         choices_of = _choices_fn(task)
         for i, doc in enumerate(task.eval_docs):
-            key = f"{entry.name}/{prefix}{stable_doc_id(doc, i)}"
+            key = f"{entry.name}/{prefix[leaf]}{stable_doc_id(doc, i)}"
             query = task.doc_to_decontamination_query(doc) if task.should_decontaminate() else task.doc_to_text(doc)
             rows.append({"key": key, "field": "question", "text": str(query)})
             rows.append({"key": key, "field": "target",
@@ -243,10 +242,25 @@ def _write_configs(out_dir: Path, results: dict, suite: Suite) -> None:
     (out_dir / "lm_eval_version.txt").write_text(lm_eval_version() + "\n", encoding="utf-8")
 
 
-def run_eval(cfg: EvalConfig, model: str, adapter: str | None, out_dir: Path) -> dict:
+def _id_prefixes(tasks: dict) -> dict[str, str]:
+    """Leaf -> the prefix of its doc ids (a suite entry that expands to several leaves, e.g. a
+    group, names its items ``leaf/doc_id``)."""
+    return {leaf: f"{leaf}/" if sum(e is entry for e, _ in tasks.values()) > 1 else ""
+            for leaf, (entry, _) in tasks.items()}
+
+
+def item_texts(cfg: EvalConfig) -> list[dict]:
+    """Every item of every task in the suite (no limit, dev and test alike) as decontamination
+    rows (``decontam_rows``), without evaluating anything."""
+    suite = load_suite(cfg.suite)
+    return decontam_rows(load_tasks(suite, task_manager(suite), cfg))
+
+
+def run_eval(cfg: EvalConfig, model: str, adapter: str | None, out_dir: Path, split: str | None = None) -> dict:
     """Evaluate model(+adapter) on the suite; writes out_dir/results.json, out_dir/samples.jsonl,
     out_dir/decontam_texts.jsonl (every item of every task: what training data must not overlap)
-    (+ out_dir/task_configs/ and lm-eval version); returns the same dict as results.json."""
+    (+ out_dir/task_configs/ and lm-eval version); returns the same dict as results.json.
+    ``split`` ("dev"/"test"): evaluate only that split's items among those ``limit`` selects."""
     import lm_eval
 
     t0 = time.time()
@@ -254,13 +268,25 @@ def run_eval(cfg: EvalConfig, model: str, adapter: str | None, out_dir: Path) ->
     suite = load_suite(cfg.suite)
     tm = task_manager(suite)
     tasks = load_tasks(suite, tm, cfg)
+    prefix = _id_prefixes(tasks)
+    items = decontam_rows(tasks)   # every item, before `limit` or `split` narrow what is evaluated
 
     # per-task item caps as explicit doc indices (lm-eval's `limit` is one number for all tasks)
     samples_idx = {}
-    for leaf, (entry, task) in tasks.items():
+    for leaf, (entry, task) in list(tasks.items()):
         caps = [c for c in (cfg.limit, entry.limit) if c]
         n = len(task.eval_docs)
-        samples_idx[leaf] = list(range(min([n, *caps])))
+        idx = list(range(min([n, *caps])))
+        if split is not None:
+            docs = task.eval_docs
+            idx = [i for i in idx if assign_split(entry.name, prefix[leaf] + stable_doc_id(docs[i], i),
+                                                  cfg.dev_ratio) == split]
+            if not idx:   # lm-eval reads an empty list as "every item"
+                del tasks[leaf]
+                continue
+        samples_idx[leaf] = idx
+    if not tasks:
+        raise SuiteError(f"{suite.path}: no {split} items among the first {cfg.limit} of any task")
 
     lm, model_args = _lm(cfg, model, adapter)
     results = lm_eval.simple_evaluate(
@@ -276,12 +302,10 @@ def run_eval(cfg: EvalConfig, model: str, adapter: str | None, out_dir: Path) ->
 
     rows, metric_of = [], {}
     for leaf, (entry, task) in tasks.items():
-        n_leaves = sum(1 for e, _ in tasks.values() if e is entry)
         metric_of[entry.name] = _primary_metric(entry, task)
         rows += to_rows(entry.name, results["samples"].get(leaf, []), primary_metric=metric_of[entry.name],
                         prompt_of=lambda d, t=task: str(t.doc_to_text(d)), choices_of=_choices_fn(task),
-                        filter_name=entry.filter, dev_ratio=cfg.dev_ratio,
-                        id_prefix=f"{leaf}/" if n_leaves > 1 else "")
+                        filter_name=entry.filter, dev_ratio=cfg.dev_ratio, id_prefix=prefix[leaf])
 
     summary = summarize(rows, bootstrap=cfg.bootstrap, seed=cfg.seed)
     out = {
@@ -291,6 +315,7 @@ def run_eval(cfg: EvalConfig, model: str, adapter: str | None, out_dir: Path) ->
         "adapter": str(adapter) if adapter else None,
         "suite": str(suite.path),
         "config": asdict(cfg),
+        "split": split or "all",
         "lm_eval_results": plain(results.get("results", {})),
         # what served generation and loglikelihood (for ct2: the engine, its weights, request counts)
         "engine": lm.report() if hasattr(lm, "report") else {"backend": cfg.backend,
@@ -299,7 +324,7 @@ def run_eval(cfg: EvalConfig, model: str, adapter: str | None, out_dir: Path) ->
         "wall_s": round(time.time() - t0, 1),
     }
     write_jsonl(out_dir / "samples.jsonl", rows)
-    write_jsonl(out_dir / "decontam_texts.jsonl", decontam_rows(tasks))
+    write_jsonl(out_dir / "decontam_texts.jsonl", items)
     _write_configs(out_dir, results, suite)
     write_json(out_dir / "results.json", out)
     return out

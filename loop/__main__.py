@@ -2,6 +2,7 @@
 
   python -m loop run [--config configs/default.yaml] [--rounds N] [--run-dir DIR] [key.sub=value ...]
   python -m loop status RUN_DIR
+  python -m loop request --benchmark TASK --n N --out DIR [--config C] [--suite S] [--from-run RUN] [key.sub=value ...]
 
 Bad input (config, suite, benchmark data, pool, models, run directory) stops the command before
 any work with one line on stderr and exit code 2; --debug shows the traceback instead.
@@ -33,6 +34,19 @@ def main(argv: list[str] | None = None) -> int:
                        help="typed config overrides, e.g. train.lora.r=32 eval.limit=40")
     st_p = sub.add_parser("status", help="print each round's stage states and scores")
     st_p.add_argument("run_dir")
+    rq_p = sub.add_parser("request", help="make a dataset of up to N records aimed at one benchmark",
+                          description="Evaluate the student on one task's dev items (or reuse a run's samples), "
+                                      "diagnose, synthesize + retrieve, decontaminate against the task, and write "
+                                      "up to N records as an HF dataset folder with a card. Re-running resumes.")
+    rq_p.add_argument("--benchmark", required=True, metavar="TASK", help="a task name of the suite")
+    rq_p.add_argument("--n", type=int, required=True, help="at most this many records")
+    rq_p.add_argument("--out", required=True, metavar="DIR", help="the dataset folder (stages under DIR/work/)")
+    rq_p.add_argument("--config", default=None,
+                      help="YAML config (default: the --from-run run's config.yaml, else configs/default.yaml)")
+    rq_p.add_argument("--suite", default=None, help="suite name or YAML (same as eval.suite=S)")
+    rq_p.add_argument("--from-run", default=None, metavar="RUN", help="reuse this run's latest eval samples")
+    rq_p.add_argument("--overwrite", action="store_true", help="replace the dataset in a non-empty --out")
+    rq_p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="typed config overrides, as for run")
     args = ap.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -46,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         return 0
+    if args.cmd == "request":
+        from loop.request import cli
+
+        return cli(args)
 
     from evalsuite.records import RecordError
     from evalsuite.suite import SuiteError

@@ -42,14 +42,7 @@ def run(cfg: Config, run_dir: Path) -> dict:
     rd.update_state(wandb_id=tracker.run_id, wandb_dir=tracker.run_path)
     student = resolve_model(cfg.student.model, cfg.cache_dir)
     cache = Path(cfg.cache_dir)
-    # what the stages read besides their config slice and upstream outputs: the code's version,
-    # the suite's files, the prompt templates, the pool source (each in the stages that read it)
-    ext = {"eval": [VERSION, suite_hash(cfg.eval.suite)],
-           "tag": [VERSION, templates_hash(("tag",), cfg.tag.prompts_dir)],
-           "diagnose": [VERSION, templates_hash(("diagnose", "ability"), cfg.diagnose.prompts_dir)],
-           "synthesize": [VERSION, templates_hash(("instruct", "evolve", "followup"), cfg.synthesize.prompts_dir)],
-           "retrieve": [VERSION, source_fingerprint(cfg.retrieve.pool)],
-           "mix": [VERSION], "train": [VERSION]}
+    ext = stage_inputs(cfg)
 
     adapter, train_fp, history = None, "base", []
     measured: list[dict] = []   # every student evaluated, in order: where, adapter, results
@@ -153,8 +146,20 @@ def run(cfg: Config, run_dir: Path) -> dict:
 # be rerun from the run directory alone. Teacher stages are top-level functions: ``isolate.call``
 # pickles them by reference when the teacher needs its own process.
 
-def eval_stage(cfg: Config, student: str, adapter: str | None, out: Path) -> dict:
-    res = isolate.call(run_eval, cfg.eval, student, adapter, out)
+def stage_inputs(cfg: Config) -> dict[str, list]:
+    """What each stage reads besides its config slice and upstream outputs, for its fingerprint:
+    the code's version, the suite's files, the prompt templates, the pool source."""
+    return {"eval": [VERSION, suite_hash(cfg.eval.suite)],
+            "tag": [VERSION, templates_hash(("tag",), cfg.tag.prompts_dir)],
+            "diagnose": [VERSION, templates_hash(("diagnose", "ability"), cfg.diagnose.prompts_dir)],
+            "synthesize": [VERSION, templates_hash(("instruct", "evolve", "followup"), cfg.synthesize.prompts_dir)],
+            "retrieve": [VERSION, source_fingerprint(cfg.retrieve.pool)],
+            "mix": [VERSION], "train": [VERSION]}
+
+
+def eval_stage(cfg: Config, student: str, adapter: str | None, out: Path, split: str | None = None) -> dict:
+    """``split``: evaluate only that split's items (a data request needs dev items alone)."""
+    res = isolate.call(run_eval, cfg.eval, student, adapter, out, split=split)
     return {"test_mean": mean_score(res), "wall_s": res.get("wall_s")}
 
 

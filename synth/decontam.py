@@ -70,7 +70,7 @@ def decontaminate(records: list[dict], eval_texts: list[str], n: int = 13, min_w
                   boilerplate_items: int = 3) -> tuple[list[dict], dict]:
     """(records with no overlap with any eval text, stats). See the module doc for the rule."""
     index = EvalIndex(eval_texts, n=n, min_words=min_words, boilerplate_items=boilerplate_items)
-    kept, examples, hit_evals = [], [], set()
+    kept, examples, hit_evals = [], [], Counter()
     for rec in records:
         hit = None
         for m in rec["messages"]:
@@ -80,11 +80,12 @@ def decontaminate(records: list[dict], eval_texts: list[str], n: int = 13, min_w
         if hit is None:
             kept.append(rec)
             continue
-        hit_evals.add(hit[0])
+        hit_evals[hit[0]] += 1
         if len(examples) < 5:
             examples.append({"id": rec["id"], "eval_idx": hit[0], "match": hit[1]})
     stats = {"in": len(records), "kept": len(kept), "contaminated": len(records) - len(kept),
              "eval_items_hit": len(hit_evals), "n": n, "min_words": min_words,
              **dict(index.stats), "examples": examples,
-             "boilerplate_examples": index.boilerplate_examples}
+             "boilerplate_examples": index.boilerplate_examples,
+             "eval_hits": sorted(hit_evals.items(), key=lambda kv: (-kv[1], kv[0]))}  # [eval index, records]
     return kept, stats

@@ -88,6 +88,30 @@ def test_adapter_goes_through_lm_eval_peft(tiny_model_path, offline_run, tmp_pat
     assert [r["response"] for r in new_rows] != [r["response"] for r in base_rows]
 
 
+def test_split_dev_evaluates_the_same_dev_items_alone(tiny_model_path, offline_run, tmp_path):
+    """``split="dev"`` (a data request's eval): exactly the dev rows a full eval of the same items
+    has, with the same responses, and no test item evaluated."""
+    cfg = EvalConfig(suite="offline", limit=4, max_gen_toks=8, bootstrap=50, dev_ratio=0.5)
+    res = run_eval(cfg, tiny_model_path, None, tmp_path, split="dev")
+    full = [r for r in read_jsonl(offline_run[1] / "samples.jsonl") if r["split"] == "dev"]
+    dev = read_jsonl(tmp_path / "samples.jsonl")
+    assert res["split"] == "dev" and {r["split"] for r in dev} == {"dev"}
+    key = lambda r: (r["task"], r["doc_id"], r["response"], r["correct"])  # noqa: E731
+    assert sorted(map(key, dev)) == sorted(map(key, full))
+    assert all(t["test"]["n"] == 0 for t in res["tasks"].values())
+
+
+def test_item_texts_cover_every_item_as_the_eval_logs_it(offline_run):
+    from evalsuite.harness import item_texts
+    from evalsuite.samples import decontam_rows
+
+    rows = item_texts(EvalConfig(suite="offline", limit=4))   # limit does not apply: every item
+    keys = {r["key"] for r in rows}
+    assert sum(k.startswith("math_offline/") for k in keys) == 300 and len(rows) == 2 * len(keys)
+    logged = decontam_rows(read_jsonl(offline_run[1] / "samples.jsonl"))
+    assert all(r in rows for r in logged)      # the same prompt and target texts as evaluated items
+
+
 @pytest.mark.slow
 def test_real_student_on_the_offline_suite(real_model_path, tmp_path):
     """The embedded SmolLM2-135M-Instruct answers the offline suite (a few items per task)."""

@@ -30,6 +30,7 @@ def test_long_eval_text_matches_any_13_gram_even_reformatted():
     assert stats["contaminated"] == 2 and stats["eval_items_hit"] == 1
     assert stats["eval_short_ignored"] == 1 and stats["eval_ngram_texts"] == 1
     assert {e["id"] for e in stats["examples"]} == {"leak", "ans"}
+    assert stats["eval_hits"] == [(0, 2)]       # [eval text index, records it caught]
 
 
 def test_twelve_shared_words_are_not_contamination_at_n13_but_are_at_n10():
