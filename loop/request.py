@@ -230,11 +230,11 @@ def label_stage(cfg: Config, out: Path, records: Path, cache_path: Path) -> dict
             for r in recs if not (r["tags"]["fine"] or r["tags"]["macro"])}
     stats = {"records": len(recs), "tagged": 0}
     if todo:
-        tags, st = _with_teacher(cfg, lambda llm: tag_texts(llm, todo, cfg.tag, cache_path))
+        (tags, st), cost = _with_teacher(cfg, lambda llm: tag_texts(llm, todo, cfg.tag, cache_path))
         for r in recs:
             if r["id"] in tags:
                 r["tags"] = tags[r["id"]]
-        stats.update(tagged=len(tags), parse_failures=st["parse_failures"])
+        stats.update(tagged=len(tags), parse_failures=st["parse_failures"], teacher=cost)
     write_jsonl(out / "records.jsonl", recs)
     return stats
 
