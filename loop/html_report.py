@@ -86,7 +86,8 @@ def _header(run_dir: Path, st: dict, cfg: dict, totals: dict) -> str:
               f"test mean; best on dev, measured at {fin['measured_at']}" if fin else "run not finished"),
              ("last adapter", _f(fin.get("last_test_mean")), "test mean of the last adapter trained"),
              ("targeted − control", _ci(vs_c).split(" [")[0] if vs_c else "",
-              f"last round, all items, 95% CI [{vs_c['ci_low']:+.3f}, {vs_c['ci_high']:+.3f}]" if vs_c else "no control"),
+              f"last round, all items, 95% CI [{vs_c['ci_low']:+.3f}, {vs_c['ci_high']:+.3f}]" if vs_c
+              else "no round measured yet" if not rounds else "no control arm (control: none)"),
              ("teacher time", _dur(totals.get("teacher_s")), "tag + diagnose + synthesize, all rounds"),
              ("points / teacher-hour", _f(totals.get("points_per_teacher_hour"), "{:+.1f}", "–"),
               "handed-over test mean − base, ×100, per hour of teacher stages"
@@ -128,8 +129,10 @@ def _scores(run_dir: Path) -> str:
             series.append({"name": "base", "color": svg.BASE, "square": True,
                            "points": [s["targeted"][0]] + [None] * (len(labels) - 1)})
         panels.append(f"<div class='plotbox'>{svg.line_panel('mean over tasks' if task == 'mean' else task, labels, series, svg.score_range(vals), base)}</div>")
-    leg = svg.legend([("targeted (this loop's data)", svg.TARGETED, "line"), ("control (random pool, equal tokens)",
-                      svg.CONTROL, "dashed"), ("base (round 0's start)", svg.BASE, "dotted")])
+    has_control = any(p for t in ser["tasks"].values() for p in t["control"])
+    leg = svg.legend([("targeted (this loop's data)", svg.TARGETED, "line")]
+                     + [("control (random pool, equal tokens)", svg.CONTROL, "dashed")] * has_control
+                     + [("base (round 0's start)", svg.BASE, "dotted")])
     return ("<h2>Scores per round (test items, 95% bootstrap CIs)</h2>"
             "<div class='note'>One panel per task: x is the student (base, then the adapter each round trained), "
             "whiskers are 95% bootstrap CIs of the task score; the dotted line is the base score. The mean panel is "
@@ -163,8 +166,10 @@ def _vs_control(st: dict) -> str:
               {"name": "vs the round's start", "color": svg.BASE,
                "points": [(lambda d: (d["diff"], d["ci_low"], d["ci_high"]) if d else None)(
                    (st["rounds"][str(r)].get("vs_start") or {}).get("_all")) for r in rounds]}]
+    has_control = any(p for p in series[0]["points"])
     plot = svg.diff_plot("paired change over all test items", labels, series)
-    leg = svg.legend([("targeted − control", svg.TARGETED, "line"), ("targeted − the round's start", svg.BASE, "line")], 420)
+    leg = svg.legend([("targeted − control", svg.TARGETED, "line")] * has_control
+                     + [("targeted − the round's start", svg.BASE, "line")], 420)
     summary = ("<p><span class='badge ok'>no regressions</span> no task's paired change is below zero beyond its "
                "95% CI, against the round's start or against control.</p>" if not flagged else
                "<p><b>Flagged</b> (paired change below zero beyond its 95% CI):</p><ul>"

@@ -193,7 +193,7 @@ def stacked_bars(title: str, rows: list[str], segments: list[str], values: list[
         body.append(_t(x + 4, y + bar_h / 2 + 4, f"{sum(values[i]):,.0f} {unit}" if sum(values[i]) >= 10
                        else f"{sum(values[i]):.1f} {unit}", 10, "start", "#333"))
     y = mt + (bar_h + 8) * len(rows) + 8
-    for k, s in enumerate(segments):
+    for k, s in enumerate([s for j, s in enumerate(segments) if any(v[j] > 0 for v in values)]):  # drawn ones
         x = ml + (k % 5) * ((pw + mr) / 5)
         yy = y + 18 * (k // 5)
         body.append(f'<rect x="{x:.1f}" y="{yy}" width="12" height="10" fill="{colors[s]}"/>')
