@@ -31,7 +31,8 @@ tr.all td{font-weight:bold;background:#fafafa} tr.flag td{background:#fde8e8}
 .cards{display:flex;gap:10px;flex-wrap:wrap;margin:12px 0}
 .card{border:1px solid #ddd;border-radius:6px;padding:8px 12px;min-width:150px}
 .card b{display:block;font-size:19px} .card span{font-size:12px;color:#555}
-.panels{display:flex;flex-wrap:wrap;gap:6px} .plotbox{display:inline-block;vertical-align:top;margin:4px 8px 4px 0}
+.panels{display:flex;flex-wrap:wrap;gap:6px} .plotbox{display:inline-block;vertical-align:top;margin:4px 8px 4px 0;
+         max-width:100%;overflow-x:auto}
 code{background:#f4f4f4;padding:0 3px;border-radius:3px}
 """
 

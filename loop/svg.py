@@ -129,7 +129,7 @@ def _blue(v: float) -> str:
 
 
 def heatmap(title: str, rows: list[str], cols: list[str], values: list[list[float | None]],
-            weights: list[list[float]], cell_w: int = 92, cell_h: int = 30) -> str:
+            weights: list[list[float]], cell_w: int = 104, cell_h: int = 30) -> str:
     """Rows × columns of accuracies in [0, 1], each cell coloured and labelled with its value and
     the items (or weight) behind it; empty cells are grey."""
     ml, mt, head = 70, 24, 32   # column labels wrap on two lines inside `head`
@@ -138,14 +138,14 @@ def heatmap(title: str, rows: list[str], cols: list[str], values: list[list[floa
     for j, c in enumerate(cols):
         words, line1, line2 = c.split(), "", ""
         for word in words:
-            if len(line1) + len(word) < 14 and not line2:
+            if len(line1) + len(word) < 16 and not line2:
                 line1 = f"{line1} {word}".strip()
             else:
                 line2 = f"{line2} {word}".strip()
         x = ml + cell_w * (j + 0.5)
         body.append(_t(x, mt + 10, line1, 10, "middle", "#333"))
         if line2:
-            body.append(_t(x, mt + 23, line2[:16], 10, "middle", "#333"))
+            body.append(_t(x, mt + 23, line2 if len(line2) <= 19 else line2[:18] + "…", 10, "middle", "#333"))
     for i, r in enumerate(rows):
         y = mt + head + cell_h * i
         body.append(_t(ml - 6, y + cell_h / 2 + 4, r, 11, "end", "#333"))
