@@ -1,7 +1,9 @@
-"""The local report: round-by-round scores and stage times, as text (`loop status`) and
-as ``<run>/report.md``. Reads only the run directory, so it works on a live or dead run."""
+"""The local report: round-by-round scores and stage times, as text (`loop status`), as
+``<run>/report.md`` and as ``<run>/report.html`` (``loop/html_report.py``: plots and the tables
+that compare rounds). Reads only the run directory, so it works on a live or dead run."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from evalsuite.records import read_json, read_jsonl
@@ -9,6 +11,7 @@ from evalsuite.samples import mean_score
 from evalsuite.stats import paired_diff
 from loop.artifacts import RunDir
 
+log = logging.getLogger(__name__)
 STAGES = ("eval", "tag", "diagnose", "synthesize", "retrieve", "mix", "train")
 CONTROL = ("control_data", "control_train", "control_eval")
 
@@ -119,4 +122,10 @@ def write_report(run_dir: Path) -> Path:
     out += ["", "## Stages and scores", "", "```", status_text(run_dir), "```", ""]
     path = run_dir / "report.md"
     path.write_text("\n".join(out), encoding="utf-8")
+    from loop.html_report import write_html
+
+    try:   # the run's results are saved already: a report that cannot be drawn must not fail the run
+        write_html(run_dir)
+    except Exception:
+        log.exception("report.html could not be written; `python -m loop --debug report %s` shows why", run_dir)
     return path

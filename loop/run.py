@@ -19,7 +19,7 @@ from evalsuite.records import read_json, read_jsonl, read_records, write_json, w
 from evalsuite.samples import mean_score, sample_key, split_rows
 from evalsuite.stats import paired_diff
 from evalsuite.suite import suite_hash
-from loop import isolate, preflight
+from loop import figures, isolate, preflight
 from loop.artifacts import RunDir, StageResult
 from loop.config import Config, save_config, to_dict
 from loop.report import write_report
@@ -272,7 +272,9 @@ def _score_metrics(results: dict, prefix: str = "") -> dict:
 
 def _track(rd: RunDir, tracker: Tracker, p: dict, outcome: Path) -> None:
     """Log and record round ``p['r']``: its stages' figures, the eval of the adapter it trained
-    (``outcome``), the paired change against the student it started from and against control."""
+    (``outcome``), the paired change against the student it started from and against control, its
+    cost, the tables that compare rounds (deficiencies, failed dev items, data mix, tag scores) and
+    its training set and adapter as artifacts."""
     r, st = p["r"], p["stages"]
     scores = read_json(outcome / "results.json")
     metrics = _score_metrics(scores)
@@ -306,8 +308,16 @@ def _track(rd: RunDir, tracker: Tracker, p: dict, outcome: Path) -> None:
         metrics.update(_score_metrics(ctrl, "control/"))
         metrics.update({f"targeted_minus_control/{task}": d["diff"] for task, d in vs_control.items()})
         entry.update(control_scores=_score_metrics(ctrl), vs_control=vs_control)
+    cost = figures.cost(rd.root, r, outcome)
+    metrics.update({f"cost/{k}": v for k, v in cost.items() if k not in ("round", "tokens_counted_by")})
     metrics = {k: v for k, v in metrics.items() if v is not None}
     tracker.log(metrics, step=r)
+    if tracker.enabled:
+        for name, (columns, rows) in figures.round_tables(rd.root, r, outcome).items():
+            tracker.table(name, columns, rows, step=r)
+        tracker.artifact("train_set", "dataset", tr.dir / "train_set.jsonl", [f"round-{r}"], {"round": r})
+        tracker.artifact("adapter", "model", tr.dir / "adapter", [f"round-{r}"],
+                         {"round": r, "test_mean": metrics["test/mean"], "dev_mean": metrics["dev/mean"]})
     rounds = rd.state().get("rounds", {})
     rounds[str(r)] = {**entry, "metrics": metrics}
     rd.update_state(rounds=rounds, current_round=r)
