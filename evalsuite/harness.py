@@ -10,13 +10,15 @@ from __future__ import annotations
 import copy
 import importlib.metadata
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
+from evalsuite import sandbox
 from evalsuite.records import write_json, write_jsonl
 from evalsuite.samples import plain, summarize, to_rows
 from evalsuite.suite import TASKS_DIR, Suite, SuiteError, SuiteTask, load_suite
@@ -40,6 +42,9 @@ class EvalConfig:
     backend: str = "hf"            # lm-eval model type: hf | vllm
     device: str = "cpu"
     dtype: str = "float32"
+    # what confines model-written code (code tasks): auto = bwrap, else unshare, else refuse;
+    # unsafe-host = run it unconfined on the host (warned, recorded in results.json)
+    sandbox: Literal["auto", "bwrap", "unshare", "unsafe-host"] = "auto"
 
 
 def lm_eval_version() -> str:
@@ -196,6 +201,9 @@ def run_eval(cfg: EvalConfig, model: str, adapter: str | None, out_dir: Path) ->
 
     t0 = time.time()
     out_dir = Path(out_dir)
+    # lm-eval calls our scorers in this process: they read the choice from the environment
+    os.environ[sandbox.ENV_VAR] = cfg.sandbox
+    ran_before = sandbox.programs_run()
     suite = load_suite(cfg.suite)
     tm = task_manager(suite)
     tasks = load_tasks(suite, tm, cfg)
@@ -228,6 +236,7 @@ def run_eval(cfg: EvalConfig, model: str, adapter: str | None, out_dir: Path) ->
                         id_prefix=f"{leaf}/" if n_leaves > 1 else "")
 
     summary = summarize(rows, bootstrap=cfg.bootstrap, seed=cfg.seed)
+    box = sandbox.describe(cfg.sandbox)  # which mechanism ran the suite's model-written code
     out = {
         "tasks": {name: {"metric": metric_of[name], **summary.get(name, {})} for name in metric_of},
         "lm_eval_version": lm_eval_version(),
@@ -237,6 +246,7 @@ def run_eval(cfg: EvalConfig, model: str, adapter: str | None, out_dir: Path) ->
         "config": asdict(cfg),
         "lm_eval_results": plain(results.get("results", {})),
         "n_samples": len(rows),
+        "sandbox": {**box, "programs": (sandbox.programs_run() - ran_before)[box["mechanism"]]},
         "wall_s": round(time.time() - t0, 1),
     }
     write_jsonl(out_dir / "samples.jsonl", rows)
