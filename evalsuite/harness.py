@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import importlib.metadata
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
+from evalsuite import sandbox
 from evalsuite.records import write_json, write_jsonl
 from evalsuite.samples import plain, stable_doc_id, summarize, target_text, to_rows
 from evalsuite.split import assign_split
@@ -42,6 +44,9 @@ class EvalConfig:
     device: Literal["cpu", "cuda"] = "cpu"
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
     quantization: Literal["int8", "int8_float32", "int16", "float32"] = "int8"  # ct2 backend: CTranslate2 weights
+    # what confines model-written code (code tasks): auto = bwrap, else unshare, else refuse;
+    # unsafe-host = run it unconfined on the host (warned, recorded in results.json)
+    sandbox: Literal["auto", "bwrap", "unshare", "unsafe-host"] = "auto"
 
 
 def lm_eval_version() -> str:
@@ -265,6 +270,9 @@ def run_eval(cfg: EvalConfig, model: str, adapter: str | None, out_dir: Path, sp
 
     t0 = time.time()
     out_dir = Path(out_dir)
+    # lm-eval calls our scorers in this process: they read the choice from the environment
+    os.environ[sandbox.ENV_VAR] = cfg.sandbox
+    ran_before = sandbox.programs_run()
     suite = load_suite(cfg.suite)
     tm = task_manager(suite)
     tasks = load_tasks(suite, tm, cfg)
@@ -308,6 +316,7 @@ def run_eval(cfg: EvalConfig, model: str, adapter: str | None, out_dir: Path, sp
                         filter_name=entry.filter, dev_ratio=cfg.dev_ratio, id_prefix=prefix[leaf])
 
     summary = summarize(rows, bootstrap=cfg.bootstrap, seed=cfg.seed)
+    box = sandbox.describe(cfg.sandbox)  # which mechanism ran the suite's model-written code
     out = {
         "tasks": {name: {"metric": metric_of[name], **summary.get(name, {})} for name in metric_of},
         "lm_eval_version": lm_eval_version(),
@@ -321,6 +330,7 @@ def run_eval(cfg: EvalConfig, model: str, adapter: str | None, out_dir: Path, sp
         "engine": lm.report() if hasattr(lm, "report") else {"backend": cfg.backend,
                                                              "loglikelihood": f"lm-eval {cfg.backend}"},
         "n_samples": len(rows),
+        "sandbox": {**box, "programs": (sandbox.programs_run() - ran_before)[box["mechanism"]]},
         "wall_s": round(time.time() - t0, 1),
     }
     write_jsonl(out_dir / "samples.jsonl", rows)

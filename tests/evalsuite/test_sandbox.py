@@ -39,3 +39,82 @@ def test_writes_stay_in_the_private_dir(tmp_path):
     local = run_code("open('scratch.txt', 'w').write('ok')\nassert open('scratch.txt').read() == 'ok'", timeout_s=5)
     assert local.passed
     assert os.getcwd() != "/"  # the caller's working directory is untouched
+
+
+# ---- mechanism choice, refusal, recording --------------------------------------------------
+
+import json  # noqa: E402
+import logging  # noqa: E402
+
+import pytest  # noqa: E402
+
+from evalsuite import sandbox_mechanisms as mech  # noqa: E402
+from evalsuite.sandbox import SandboxUnavailable  # noqa: E402
+
+WORKING = [m for m in mech.CONFINED if mech.probe(m) is None]
+
+
+def test_no_mechanism_means_a_one_line_refusal(monkeypatch):
+    monkeypatch.setattr(mech, "probe", lambda m: "not installed" if m == "bwrap" else "Operation not permitted")
+    for requested in ("auto", "bwrap", "unshare"):
+        with pytest.raises(SandboxUnavailable) as err:
+            run_code("print('never runs')", mechanism=requested)
+        msg = str(err.value)
+        assert "\n" not in msg and "apt-get install bubblewrap" in msg
+        assert "kernel.unprivileged_userns_clone=1" in msg and "unsafe-host" in msg
+    assert "bwrap: not installed" in msg or "unshare: Operation not permitted" in msg
+    assert mech.describe("auto")["mechanism"] is None and "bubblewrap" in mech.describe("auto")["error"]
+    monkeypatch.setenv(mech.ENV_VAR, "auto")
+    with pytest.raises(SandboxUnavailable):  # what metrics.pass_at_1 and synth.verify get
+        run_code("print('never runs')")
+
+
+def test_unsafe_host_runs_only_when_asked_and_says_so(monkeypatch, caplog):
+    monkeypatch.setattr(mech, "probe", lambda m: "not installed")
+    mech._warn_unsafe.cache_clear()
+    monkeypatch.setenv(mech.ENV_VAR, "unsafe-host")
+    with caplog.at_level(logging.WARNING):
+        r = run_code("print('on the host')")
+    assert r.passed and r.mechanism == "unsafe-host" and "without kernel isolation" in caplog.text
+    assert mech.describe()["warning"].startswith("sandbox: unsafe-host")
+    monkeypatch.setenv(mech.ENV_VAR, "nonsense")
+    with pytest.raises(ValueError, match="must be one of"):
+        run_code("pass")
+
+
+@pytest.mark.skipif("unshare" not in WORKING, reason=f"unshare: {mech.probe('unshare')}")
+def test_auto_falls_back_to_unshare(monkeypatch):
+    real = mech.probe
+    monkeypatch.setattr(mech, "probe", lambda m: "not installed" if m == "bwrap" else real(m))
+    r = run_code("print('hi')", timeout_s=10)
+    assert r.passed and r.mechanism == "unshare"
+
+
+@pytest.mark.skipif(not WORKING, reason="no confined mechanism works on this machine")
+def test_run_eval_passes_the_choice_to_the_scorers_and_records_it(tiny_model_path, tmp_path, monkeypatch):
+    from evalsuite.harness import EvalConfig, run_eval
+
+    monkeypatch.delenv(mech.ENV_VAR, raising=False)  # run_eval sets it; restored after the test
+    chosen = WORKING[-1]  # unshare where both work: not what auto would pick
+    (tmp_path / "code.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [
+        {"question": "Write add(a, b).", "test": "assert add(2, 3) == 5"},
+        {"question": "Write neg(a).", "test": "assert neg(2) == -2"}]))
+    (tmp_path / "suite.yaml").write_text("tasks:\n  - name: my_code\n    data: code.jsonl\n"
+                                         "    metric: code_exec\n    max_gen_toks: 8\n")
+    cfg = EvalConfig(suite=str(tmp_path / "suite.yaml"), bootstrap=10, sandbox=chosen)
+    res = run_eval(cfg, tiny_model_path, None, tmp_path / "out")
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["sandbox"] == res["sandbox"] == {"requested": chosen, "mechanism": chosen, "programs": 2}
+
+
+def test_run_eval_refuses_code_tasks_without_a_mechanism(tiny_model_path, tmp_path, monkeypatch):
+    from evalsuite.harness import EvalConfig, run_eval
+
+    monkeypatch.delenv(mech.ENV_VAR, raising=False)
+    monkeypatch.setattr(mech, "probe", lambda m: "not installed")
+    (tmp_path / "code.jsonl").write_text(json.dumps({"question": "Write f().", "test": "assert f() == 1"}) + "\n")
+    (tmp_path / "suite.yaml").write_text("tasks:\n  - name: my_code\n    data: code.jsonl\n"
+                                         "    metric: code_exec\n    max_gen_toks: 4\n")
+    with pytest.raises(SandboxUnavailable, match="apt-get install bubblewrap"):
+        run_eval(EvalConfig(suite=str(tmp_path / "suite.yaml"), bootstrap=10), tiny_model_path, None, tmp_path / "out")
+    assert not (tmp_path / "out" / "results.json").exists()
