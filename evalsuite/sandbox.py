@@ -8,7 +8,8 @@ an address-space limit, a file-size limit and with no network:
   processes and writes outside the working directory (audit hooks cannot be removed
   by the code they watch).
 A program that loops forever, eats memory, or tries to reach the network is reported
-as a failure; the caller's process is never touched.
+as a failure; the caller's process is never touched, and a killed caller takes its
+running program with it (PR_SET_PDEATHSIG on Linux).
 """
 from __future__ import annotations
 
@@ -67,6 +68,8 @@ def _unshare_prefix() -> tuple[str, ...]:
 
 
 def _limits(memory_mb: int, timeout_s: float):
+    prctl = _prctl()  # looked up here, in the parent: the child only calls it
+
     def apply() -> None:
         mem = memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
@@ -75,7 +78,23 @@ def _limits(memory_mb: int, timeout_s: float):
         cpu = int(timeout_s) + 2
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if prctl is not None:
+            # the wall clock is the caller's: the program dies with it (PR_SET_PDEATHSIG = 1; kept
+            # across the exec of `unshare -rn` and of Python), never running on as an orphan
+            prctl(1, signal.SIGKILL)
     return apply
+
+
+@functools.lru_cache(maxsize=1)
+def _prctl():
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None).prctl
+    except (OSError, AttributeError):
+        return None
 
 
 def run_code(program: str, timeout_s: float = 10.0, memory_mb: int = 512,

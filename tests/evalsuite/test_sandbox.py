@@ -1,7 +1,15 @@
 """Model-written code runs in a child process; bad programs are failures, the caller survives."""
 import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
 
 from evalsuite.sandbox import run_code
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_passing_and_failing_programs():
@@ -39,3 +47,38 @@ def test_writes_stay_in_the_private_dir(tmp_path):
     local = run_code("open('scratch.txt', 'w').write('ok')\nassert open('scratch.txt').read() == 'ok'", timeout_s=5)
     assert local.passed
     assert os.getcwd() != "/"  # the caller's working directory is untouched
+
+
+def _program_pid(marker: str) -> int | None:
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{name}/cmdline").read_bytes().decode(errors="replace")
+            state = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker in argv and "program.py" in argv and state != "Z":   # a zombie runs nothing
+            return int(name)
+    return None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_program_dies_with_the_process_that_ran_it(tmp_path):
+    """The wall-clock limit is the caller's: when the caller is killed (``kill -9`` of the loop or
+    its eval process), its sandboxed program must die too, not run on as an orphan."""
+    caller = "from evalsuite.sandbox import run_code\nrun_code('import time\\ntime.sleep(120)', timeout_s=120)\n"
+    proc = subprocess.Popen([sys.executable, "-c", caller], cwd=REPO, env={**os.environ, "TMPDIR": str(tmp_path)})
+    try:
+        deadline = time.time() + 30
+        while (pid := _program_pid(str(tmp_path))) is None:
+            assert proc.poll() is None and time.time() < deadline, "the sandboxed program never started"
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait()
+        deadline = time.time() + 10
+        while _program_pid(str(tmp_path)) == pid and time.time() < deadline:
+            time.sleep(0.05)
+        assert _program_pid(str(tmp_path)) is None, "the sandboxed program outlived the process that ran it"
+    finally:
+        proc.kill()
+        if (pid := _program_pid(str(tmp_path))) is not None:
+            os.kill(pid, 9)
