@@ -174,6 +174,18 @@ def check_suite(cfg: EvalConfig) -> dict[str, int]:
     return counts
 
 
+def _decontamination_query(task, doc) -> str:
+    """The task's own decontamination query where it sets one; lm-eval ``literal_eval``s a rendered
+    template query, which fails on plain text such as "Question: ...\nAnswer:" — then the question
+    as the task renders it (``doc_to_text``) is the same text."""
+    if task.should_decontaminate():
+        try:
+            return str(task.doc_to_decontamination_query(doc))
+        except (SyntaxError, ValueError):
+            pass
+    return str(task.doc_to_text(doc))
+
+
 def decontam_rows(tasks: dict[str, tuple[SuiteTask, Any]]) -> list[dict]:
     """The texts no training record may overlap: for every item of every task (all of its scored
     docs, not only the ``limit`` evaluated), the question as the task says to decontaminate it
@@ -184,7 +196,7 @@ def decontam_rows(tasks: dict[str, tuple[SuiteTask, Any]]) -> list[dict]:
         choices_of = _choices_fn(task)
         for i, doc in enumerate(task.eval_docs):
             key = f"{entry.name}/{prefix[leaf]}{stable_doc_id(doc, i)}"
-            query = task.doc_to_decontamination_query(doc) if task.should_decontaminate() else task.doc_to_text(doc)
+            query = _decontamination_query(task, doc)
             rows.append({"key": key, "field": "question", "text": str(query)})
             rows.append({"key": key, "field": "target",
                          "text": target_text(doc, plain(task.doc_to_target(doc)), choices_of(doc))})

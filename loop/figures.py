@@ -291,7 +291,8 @@ def _teacher_tokens(summary: dict) -> int | None:
 
 def eval_tokens(eval_dir: Path, count: Callable[[dict], int]) -> int:
     """Prompt + response tokens of every item an evaluation scored (the response re-tokenized)."""
-    return sum(count({"messages": [{"content": s["prompt"]}, {"content": str(s["response"])}]})
+    return sum(count({"messages": [{"role": "user", "content": s["prompt"]},
+                                   {"role": "assistant", "content": str(s["response"])}]})
                for s in read_jsonl(Path(eval_dir) / "samples.jsonl"))
 
 
