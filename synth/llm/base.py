@@ -55,6 +55,24 @@ def render_prompt(tok, messages: Messages) -> str:
     return tok.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
 
 
+def encode_prompts(tok, prompts: Sequence[Messages], max_prompt: int) -> list[list[int]]:
+    """Token ids of each rendered prompt; one longer than ``max_prompt`` keeps its tail (the question
+    and the generation prompt are at the end), with a logged count."""
+    import logging
+
+    max_prompt, encoded, truncated = max(8, max_prompt), [], 0
+    for p in prompts:
+        ids = tok(render_prompt(tok, p), add_special_tokens=False)["input_ids"]
+        if len(ids) > max_prompt:
+            ids, truncated = ids[-max_prompt:], truncated + 1
+        encoded.append(ids)
+    if truncated:
+        logging.getLogger(__name__).warning(
+            "%d prompt(s) longer than max_model_len - max_new_tokens = %d tokens were left-truncated",
+            truncated, max_prompt)
+    return encoded
+
+
 @runtime_checkable
 class LLM(Protocol):
     usage: dict   # {"requests", "prompt_tokens", "completion_tokens"} since the backend was made

@@ -9,13 +9,10 @@ All prompts of a call go to the engine at once; it decodes ``batch_size`` rows a
 """
 from __future__ import annotations
 
-import logging
 from typing import Sequence
 
-from synth.llm.base import LLMConfig, Messages, Sampling, render_prompt
+from synth.llm.base import LLMConfig, Messages, Sampling, encode_prompts
 from synth.llm.hf import trim_at_stop
-
-log = logging.getLogger(__name__)
 
 
 class CT2Backend:
@@ -37,16 +34,7 @@ class CT2Backend:
     def generate(self, prompts: Sequence[Messages], sampling: Sampling) -> list[str]:
         if not prompts:
             return []
-        max_prompt = max(8, self.cfg.max_model_len - sampling.max_new_tokens)
-        encoded, truncated = [], 0
-        for p in prompts:
-            ids = self._encode(render_prompt(self.tok, p))   # the same rendering as synth.llm.hf
-            if len(ids) > max_prompt:  # keep the tail: the question and generation prompt are at the end
-                ids, truncated = ids[-max_prompt:], truncated + 1
-            encoded.append(ids)
-        if truncated:
-            log.warning("%d prompt(s) longer than max_model_len - max_new_tokens = %d tokens were left-truncated",
-                        truncated, max_prompt)
+        encoded = encode_prompts(self.tok, prompts, self.cfg.max_model_len - sampling.max_new_tokens)
         texts = self.engine.generate(
             encoded, max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
             top_p=sampling.top_p, seed=sampling.seed, stop=sampling.stop, batch_size=self.cfg.batch_size,

@@ -7,13 +7,10 @@ torch RNG is restored afterwards).
 """
 from __future__ import annotations
 
-import logging
 import time
 from typing import Sequence
 
-from synth.llm.base import LLMConfig, Messages, Sampling, render_prompt
-
-log = logging.getLogger(__name__)
+from synth.llm.base import LLMConfig, Messages, Sampling, encode_prompts
 
 
 def trim_at_stop(text: str, stop: Sequence[str]) -> str:
@@ -57,25 +54,13 @@ class HFBackend:
             raise ValueError(f"model {cfg.model!r} has no chat template; the hf backend needs a chat model")
 
     # ------------------------------------------------------------------ generation
-    def _encode(self, text: str) -> list[int]:
-        return self.tok(text, add_special_tokens=False)["input_ids"]
-
     def generate(self, prompts: Sequence[Messages], sampling: Sampling) -> list[str]:
         from tqdm.auto import tqdm
 
         torch = self.torch
         if not prompts:
             return []
-        max_prompt = max(8, self.cfg.max_model_len - sampling.max_new_tokens)
-        encoded, truncated = [], 0
-        for p in prompts:
-            ids = self._encode(render_prompt(self.tok, p))
-            if len(ids) > max_prompt:  # keep the tail: the question and generation prompt are at the end
-                ids, truncated = ids[-max_prompt:], truncated + 1
-            encoded.append(ids)
-        if truncated:
-            log.warning("%d prompt(s) longer than max_model_len - max_new_tokens = %d tokens were left-truncated",
-                        truncated, max_prompt)
+        encoded = encode_prompts(self.tok, prompts, self.cfg.max_model_len - sampling.max_new_tokens)
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         outputs: list[str] = [""] * len(encoded)
         greedy = sampling.temperature <= 0
