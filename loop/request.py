@@ -257,7 +257,8 @@ def dataset_stage(student: str, work: Path, records: Path, prov: dict, out: Path
 
 def to_dataset(recs: list[dict]):
     """The records as a ``datasets.Dataset`` with the record schema's columns; ``scores`` and
-    ``meta`` (free-form objects) are ``Json`` columns, so every row reads back as the same record."""
+    ``meta`` (free-form objects) are ``Json`` columns, so every row reads back as the same record
+    (datasets decodes them with pandas' ujson, which may miss a float's last bit; data.jsonl is exact)."""
     import datasets
     from datasets import Features, Json, List, Value
 
@@ -449,7 +450,7 @@ def card(prov: dict, f: dict) -> str:
            f"(mean similarity {f['retrieve'].get('mean_similarity')}); {f['select']['over_n']} records beyond "
            f"N left out.", "",
            "## Files and use", "",
-           "`data.jsonl` (the records), `data.parquet` (the same rows; `scores` and `meta` as JSON), "
+           "`data.jsonl` (the records, exact), `data.parquet` (the same rows; `scores` and `meta` as JSON), "
            "`dataset_info.json` + `state.json` + `data-*.arrow` (`datasets.save_to_disk`), `work/` (every "
            "stage's inputs and outputs; re-running the command resumes from them). For the Hub, upload "
            "`README.md` and `data.parquet` (the front matter's `configs` points at it).", "",
