@@ -39,8 +39,9 @@ INIT_SCRIPT = Path(__file__).with_name("sandbox_init.py")
 
 HOW_TO_FIX = ("install bubblewrap (`apt-get install bubblewrap`) or enable unprivileged user namespaces "
               "(`sysctl kernel.unprivileged_userns_clone=1`; on Ubuntu also "
-              "`sysctl kernel.apparmor_restrict_unprivileged_userns=0`), or set `sandbox: unsafe-host` "
-              "to run model code unconfined")
+              "`sysctl kernel.apparmor_restrict_unprivileged_userns=0`), or opt in to running model code "
+              "unconfined with `sandbox: unsafe-host` (loop: eval.sandbox=unsafe-host; "
+              "elsewhere SYNTHLOOP_SANDBOX=unsafe-host)")
 UNSAFE_WARNING = "sandbox: unsafe-host: model-written code runs on the host without kernel isolation"
 
 
