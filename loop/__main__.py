@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     if args.cmd == "compare":
-        from loop.figures import CompareError, compare_runs, compare_text
+        from loop.compare import CompareError, compare_runs, compare_text
 
         try:
             print(compare_text(compare_runs(Path(args.run_a), Path(args.run_b), args.split)))
