@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     cmp_p = sub.add_parser("compare", help="paired differences between two runs' handed-over students",
                            description="B − A per task and over all items, on the items both runs' handed-over "
                                        "students (state.json final.measured_at) were evaluated on: difference, "
-                                       "95%% paired bootstrap CI, exact McNemar p, minimum detectable effect.")
+                                       "95% paired bootstrap CI, exact McNemar p, minimum detectable effect.")
     cmp_p.add_argument("run_a")
     cmp_p.add_argument("run_b")
     cmp_p.add_argument("--split", choices=("test", "dev"), default="test", help="which items (default: test)")
