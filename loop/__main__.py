@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     cmp_p = sub.add_parser("compare", help="paired differences between two runs' handed-over students",
                            description="B − A per task and over all items, on the items both runs' handed-over "
                                        "students (state.json final.measured_at) were evaluated on: difference, "
-                                       "95%% paired bootstrap CI, exact McNemar p, minimum detectable effect.")
+                                       "95% paired bootstrap CI, exact McNemar p, minimum detectable effect.")
     cmp_p.add_argument("run_a")
     cmp_p.add_argument("run_b")
     cmp_p.add_argument("--split", choices=("test", "dev"), default="test", help="which items (default: test)")
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     if args.cmd == "compare":
-        from loop.figures import CompareError, compare_runs, compare_text
+        from loop.compare import CompareError, compare_runs, compare_text
 
         try:
             print(compare_text(compare_runs(Path(args.run_a), Path(args.run_b), args.split)))
