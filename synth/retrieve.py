@@ -11,13 +11,13 @@ Selection fills the record and token budgets in two parts:
    has its ``k_per_query`` nearest records at or above ``min_similarity``, best first. The query
    furthest below its share (records taken / weight) takes its next record, so every query gets
    records in proportion to its weight and a similarity is never multiplied by a count.
-2. **DSIR** (the rest; what it cannot fill goes back to the quotas): importance resampling toward the target distribution (the dev items,
-   failures weighted up; ``synth.select``), among the records likelier under the target than
-   under the pool. Importance is measured against the whole pool; by default (``dsir_scope:
-   near``) the records drawn are those within ``min_similarity`` of some query (its
-   ``region_k`` nearest), because hashed n-grams alone match a prompt template ("step by
-   step") as readily as a topic: kNN decides what is relevant, DSIR the proportions, which
-   the neighbours of a few queries alone do not match.
+2. **DSIR** (the rest; what it cannot fill goes back to the quotas): importance resampling
+   toward the target distribution (the dev items, failures weighted up; ``synth.select``),
+   among the records likelier under the target than under the pool. Importance is measured
+   against the whole pool; by default (``dsir_scope: near``) the records drawn are those within
+   ``min_similarity`` of some query (its ``region_k`` nearest), because hashed n-grams alone
+   match a prompt template ("step by step") as readily as a topic: kNN decides what is
+   relevant, DSIR the proportions, which the neighbours of a few queries alone do not match.
 
 Every record taken passes the same gates: the content rules (``synth.heuristics``), one record
 per first user turn, the diversity filter, the student's ``max_seq_len`` (a multi-turn record
@@ -62,17 +62,17 @@ class RetrieveConfig:
     tokenizer: str = ""               # HF tokenizer for counts when no student is passed; "" = chars/4
     index: Literal["flat", "hnsw"] = "flat"             # flat (exact; fine to ~1M records) | hnsw (approximate, large pools)
     distinct_prompts: bool = True     # take one record per first user turn (ShareGPT repeats popular prompts)
-    deficiency_share: float = 0.5     # a deficiency query weighs this x its failure count (each failure is a query of weight 1 too)
+    deficiency_share: float = 0.5     # a deficiency query weighs this x its failure count (failures are queries too)
     passed_weight: float = 0.25       # weight of a passed dev item in the DSIR target (a failed one weighs 1)
     dsir_share: float = 0.5           # share of the budgets filled by DSIR (0 = kNN only, 1 = DSIR only)
-    dsir_scope: Literal["near", "pool"] = "near"  # DSIR draws from records near some query (its region_k nearest above min_similarity) | the whole pool
+    dsir_scope: Literal["near", "pool"] = "near"  # DSIR draws near some query (region_k, min_similarity) | anywhere
     region_k: int = 256               # nearest records per query that make up the "near" scope
     ngram_buckets: int = 10_000       # hashed word unigram+bigram buckets (DSIR features, reported KL)
     seed: int = 0                     # DSIR's Gumbel noise and the random subsets of the KL baseline
-    diversity_threshold: float = 0.9  # skip a record whose embedding cosine to a selected one exceeds this (0 = off)
-    split_long: bool = True           # over max_seq_len: keep the longest prefix of whole exchanges that fits (false: skip)
-    drop_rules: list[DropRule] = field(default_factory=default_rules)  # named regexes; a matching record is never selected
-    ifd_max: float = 0.0              # drop a record whose IFD (student's answer PPL with / without the instruction) >= this; 0 = off, Superfiltering: 1
+    diversity_threshold: float = 0.9  # skip a record with cosine above this to a selected one (0 = off)
+    split_long: bool = True           # over max_seq_len: keep the longest fitting prefix of whole exchanges
+    drop_rules: list[DropRule] = field(default_factory=default_rules)  # named regexes keeping records out
+    ifd_max: float = 0.0              # drop records with IFD >= this (synth/ifd.py); 0 = off, Superfiltering: 1
     multi_tag_weight: float = 0.5     # DSIR log-weight bonus x log(fine tags) (pool records carrying tags only)
     long_tail_weight: float = 1.0     # DSIR log-weight bonus for rare fine tags (pool records carrying tags only)
 
