@@ -8,7 +8,7 @@ from synth.prompts import MARKERS, render_chat
 
 
 def test_registry_is_a_plain_dict_with_did_you_mean():
-    assert set(BACKENDS) == {"hf", "vllm", "openai", "fake"}
+    assert set(BACKENDS) == {"hf", "ct2", "vllm", "openai", "fake"}
     with pytest.raises(ValueError, match="Did you mean 'openai'"):
         get_backend("opnai")
     with pytest.raises(ValueError, match="Known: fake, hf, openai, vllm"):
