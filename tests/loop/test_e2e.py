@@ -14,47 +14,16 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
-from evalsuite.records import make_record, read_records, write_jsonl
+from evalsuite.records import read_records
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden" / "smoke_round0.json"
 STAGES = ("eval", "tag", "diagnose", "synthesize", "retrieve", "mix", "train")
 
 
-@pytest.fixture(scope="module")
-def pool_file(tmp_path_factory):
-    topics = ["add two numbers", "multiply prices", "write a haiku about rain", "sort a list in python",
-              "explain photosynthesis", "convert miles to km", "list three fruits in uppercase",
-              "compute the average speed", "write a json object with a name", "divide a pizza among friends"]
-    recs = [make_record([{"role": "user", "content": f"Please {t} (variant {i})."},
-                         {"role": "assistant", "content": f"Here is how to {t}: step one, step two. Done {i}."}],
-                        source="pool:test") for i in range(6) for t in topics]
-    path = tmp_path_factory.mktemp("pool") / "pool.jsonl"
-    write_jsonl(path, recs)
-    return path
-
-
-def _overrides(tiny_model_path, pool_file, cache_dir):
-    return [f"student.model={tiny_model_path}", "teacher.backend=fake", "teacher.model=builtin",
-            f"retrieve.pool.source={pool_file}", f"cache_dir={cache_dir}", "tracking.wandb=offline"]
-
-
 def _cli(args, **kw):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "loop", *args], cwd=REPO, env=env, **kw)
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory, tiny_model_path, pool_file):
-    run_dir = tmp_path_factory.mktemp("runs") / "smoke"
-    cache = tmp_path_factory.mktemp("cache")
-    args = ["run", "--config", "configs/smoke.yaml", "--rounds", "2", "--run-dir", str(run_dir),
-            *_overrides(tiny_model_path, pool_file, cache)]
-    proc = _cli(args)
-    assert proc.wait(timeout=900) == 0
-    return run_dir, args
 
 
 def test_two_rounds_write_every_stage(smoke_run):
@@ -153,10 +122,10 @@ def test_rerun_resumes_without_recomputing(smoke_run):
     assert out.count("resumed") >= 14
 
 
-def test_kill_9_mid_stage_then_rerun_completes(tmp_path, tiny_model_path, pool_file):
+def test_kill_9_mid_stage_then_rerun_completes(tmp_path, loop_overrides):
     run_dir = tmp_path / "killed"
     args = ["run", "--config", "configs/smoke.yaml", "--rounds", "1", "--run-dir", str(run_dir),
-            *_overrides(tiny_model_path, pool_file, tmp_path / "cache")]
+            *loop_overrides(tmp_path / "cache")]
     proc = _cli(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 600
     while not (run_dir / "round_000" / ".train.tmp").exists():      # wait until training has started
