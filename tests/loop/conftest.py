@@ -13,6 +13,13 @@ def pool_file(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def loop_overrides(tiny_model_path, pool_file):
+    """``overrides(cache_dir)``: the smoke config on the tiny student, scripted teacher, local pool
+    (test_crash starts its killed runs with the same overrides as the shared run)."""
+    return lambda cache_dir: overrides(tiny_model_path, pool_file, cache_dir)
+
+
+@pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory, tiny_model_path, pool_file):
     run_dir = tmp_path_factory.mktemp("runs") / "smoke"
     cache = tmp_path_factory.mktemp("cache")

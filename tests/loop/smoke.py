@@ -25,8 +25,10 @@ def write_pool(path: Path) -> Path:
 
 
 def overrides(tiny_model_path, pool_file, cache_dir) -> list[str]:
+    """``train.save_steps=1`` checkpoints every step, so a killed training has something to resume."""
     return [f"student.model={tiny_model_path}", "teacher.backend=fake", "teacher.model=builtin",
-            f"retrieve.pool.source={pool_file}", f"cache_dir={cache_dir}", "tracking.wandb=offline"]
+            f"retrieve.pool.source={pool_file}", f"cache_dir={cache_dir}", "tracking.wandb=offline",
+            "train.save_steps=1"]
 
 
 def cli(args, **kw) -> subprocess.Popen:
