@@ -37,7 +37,8 @@ DRIVER = Path(__file__).with_name("crash_driver.py")
 SEED = int(os.environ.get("SYNTHLOOP_CRASH_SEED", "20240611"))
 PAUSE = 0.4            # crash_driver's pause before/after each fast stage (s)
 GRACE_S = 10.0         # time a killed loop's processes get to disappear
-STAGES = ("eval", "tag", "diagnose", "synthesize", "retrieve", "mix", "train")
+STAGES = ("eval", "tag", "diagnose", "synthesize", "retrieve", "mix", "train", "control_data", "control_train",
+          "control_eval")
 # keys whose values are timings or say how this particular process got there, not what it computed
 # (besides every key ending in "_s" and every rate)
 VOLATILE = {"finished", "seconds", "tokens_this_process", "trained_tokens_this_process", "resumed_from",
