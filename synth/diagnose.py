@@ -21,11 +21,15 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+import numpy as np
 
 from evalsuite import evidence as scorer_evidence
 from evalsuite.records import content_hash, write_json, write_jsonl
 from evalsuite.samples import sample_key
 from synth import parse
+from synth.embed import DEFAULT_EMBEDDER
 from synth.llm.base import LLM, Sampling
 from synth.prompts import render_chat, with_prefill
 from synth.tagging import stem_word
@@ -40,7 +44,10 @@ class DiagnoseConfig:
     max_chars: int = 700           # of question / student output shown (question keeps its tail)
     max_new_tokens: int = 64
     temperature: float = 0.0
-    merge_threshold: float = 0.5   # similarity at which two diagnoses count as one deficiency
+    merge_by: Literal["embedding", "words"] = "embedding"  # how the teacher's abilities are compared
+    merge_threshold: float = 0.5   # words: 0.7·Jaccard(stems) + 0.3·Jaccard(tags) at which two count as one
+    embed_threshold: float = 0.6   # embedding: 0.7·cosine + 0.3·Jaccard(tags) at which two count as one
+    embedder: str = DEFAULT_EMBEDDER
     examples_per_deficiency: int = 5
     fallback_to_tags: bool = False  # an unparseable answer falls back to the item's first fine tag
     prompts_dir: str | None = None
@@ -122,10 +129,11 @@ def _evidence_key(row: dict) -> tuple[str | None, bool]:
     return ev.get("key"), bool(ev.get("specific"))
 
 
-def _merge(rows: list[dict], threshold: float) -> list[list[dict]]:
+def _merge(rows: list[dict], cfg: DiagnoseConfig) -> list[list[dict]]:
     """Evidence first: rows with the same specific evidence key (per task) form one group; the rest
-    are grouped greedily by their words, never across evidence keys: a diagnosis joins the most
-    similar group whose seed it matches enough."""
+    are grouped greedily by what the teacher said, never across evidence keys: a diagnosis joins
+    the most similar group whose seed it matches enough (embedding cosine of the ability phrases,
+    or their content-word stems; blended with the items' fine tags)."""
     by_key: dict[tuple, list[dict]] = {}
     rest = []
     for r in rows:
@@ -134,23 +142,34 @@ def _merge(rows: list[dict], threshold: float) -> list[list[dict]]:
             by_key.setdefault((r["task"], key), []).append(r)
         elif r.get("ability"):
             rest.append(r)
-    groups: list[tuple[str | None, frozenset, set, list[dict]]] = []
-    for r in rest:
+    if cfg.merge_by == "embedding" and rest:
+        from synth.embed import embed_texts
+
+        vecs = embed_texts([r["ability"] for r in rest], cfg.embedder)
+        feats, threshold = list(vecs), cfg.embed_threshold
+
+        def sim_of(a, b) -> float:
+            return float(np.dot(a, b))
+    else:
+        feats, threshold = [ability_words(r["ability"]) for r in rest], cfg.merge_threshold
+        sim_of = _jaccard
+    groups: list[tuple[str | None, object, set, list[dict]]] = []
+    for r, feat in zip(rest, feats):
         key = _evidence_key(r)[0]
-        words, tags = ability_words(r["ability"]), set(r["tags"].get("fine", []))
+        tags = set(r["tags"].get("fine", []))
         best, best_sim = None, 0.0
         for g in groups:
             if g[0] != key:
                 continue
-            sim = _jaccard(words, g[1])
-            if tags or g[2]:
+            sim = sim_of(feat, g[1])
+            if tags and g[2]:   # an item never tagged is unknown there, not unlike
                 sim = 0.7 * sim + 0.3 * _jaccard(tags, g[2])
             if sim > best_sim:
                 best, best_sim = g, sim
         if best is not None and best_sim >= threshold:
             best[3].append(r)
         else:
-            groups.append((key, words, tags, [r]))
+            groups.append((key, feat, tags, [r]))
     return list(by_key.values()) + [g[3] for g in groups]
 
 
@@ -256,7 +275,7 @@ def diagnose(llm: LLM, failures: list[dict], tags: dict[str, dict], cfg: Diagnos
         rows.append(row)
         if d or _evidence_key(row)[1]:    # a specific finding counts even when the teacher's answer did not parse
             parsed_rows.append(row)
-    groups = _merge(parsed_rows, cfg.merge_threshold)
+    groups = _merge(parsed_rows, cfg)
     defs = [_deficiency(g, sizes, scale, n_tasks, cfg) for g in groups]
     defs.sort(key=lambda d: (-d["impact"], -d["count"], d["ability"]))
     seen: Counter = Counter()

@@ -124,3 +124,18 @@ def test_evidence_groups_first_names_the_deficiency_and_reaches_the_teacher(tmp_
     assert sorted(d["ability"] for d in defs[1:]) == ["converting units of time", "multiplication in word problems"]
     assert stats["grouped_by_evidence"] == 1 and stats["with_evidence"] == 5
     assert stats["evidence_keys"] == {"checker:change_case:english_lowercase": 3, "numeric:wrong_result": 2}
+
+
+@pytest.mark.parametrize("merge_by,groups", [("embedding", 2), ("words", 3)])
+def test_paraphrased_abilities_merge_by_embedding(merge_by, groups, tmp_path):
+    script = tmp_path / "s.json"
+    script.write_text(json.dumps({"rules": [
+        {"match": "Question: a", "responses": ["added.\nAbility: multiplication in word problems"]},
+        {"match": "Question: b", "responses": ["added.\nAbility: multiplying in story problems"]},
+        {"match": "Question: c", "responses": ["forgot minutes.\nAbility: converting units of time"]}]}))
+    llm = load_llm(LLMConfig(backend="fake", model=str(script)))
+    stats = diagnose(llm, [_fail("m", 1, "a"), _fail("m", 2, "b"), _fail("m", 3, "c")], {},
+                     DiagnoseConfig(merge_by=merge_by), tmp_path)
+    assert stats["groups"] == groups
+    if merge_by == "embedding":
+        assert read_json(tmp_path / "deficiencies.json")["deficiencies"][0]["count"] == 2
