@@ -20,6 +20,7 @@ import yaml
 
 from evalsuite import sandbox
 from evalsuite.records import write_json, write_jsonl
+from evalsuite.evidence import add_evidence
 from evalsuite.samples import plain, stable_doc_id, summarize, target_text, to_rows
 from evalsuite.split import assign_split
 from evalsuite.suite import TASKS_DIR, Suite, SuiteError, SuiteTask, load_suite
@@ -327,6 +328,8 @@ def run_eval(cfg: EvalConfig, model: str, adapter: str | None, out_dir: Path, sp
                         prompt_of=lambda d, t=task: str(t.doc_to_text(d)), choices_of=_choices_fn(task),
                         filter_name=entry.filter, dev_ratio=cfg.dev_ratio, id_prefix=prefix[leaf])
 
+    # what the scorers know of each failure (failed checkers, the failing assert, the wrong number)
+    n_evidence = add_evidence(rows, run=sandbox.run_code)
     summary = summarize(rows, bootstrap=cfg.bootstrap, seed=cfg.seed)
     box = sandbox.describe(want)  # which mechanism ran the suite's model-written code
     out = {
@@ -342,6 +345,7 @@ def run_eval(cfg: EvalConfig, model: str, adapter: str | None, out_dir: Path, sp
         "engine": lm.report() if hasattr(lm, "report") else {"backend": cfg.backend,
                                                              "loglikelihood": f"lm-eval {cfg.backend}"},
         "n_samples": len(rows),
+        "n_evidence": n_evidence,
         "sandbox": {**box, "programs": (sandbox.programs_run() - ran_before)[box["mechanism"]]},
         "wall_s": round(time.time() - t0, 1),
     }

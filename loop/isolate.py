@@ -1,5 +1,7 @@
-"""The loop's child processes: a stage function in a fresh interpreter (``call``) and a training
-run (``train_subprocess``, the same ``python -m train`` a user runs standalone).
+"""The loop's child processes: a stage function in a fresh interpreter (``call``), a process that
+runs several calls and keeps what they load (``Worker``: the round's GPU teacher boots once for
+tag, diagnose and synthesize) and a training run (``train_subprocess``, the same ``python -m train``
+a user runs standalone).
 
 A GPU stage frees its memory when its process ends, and a crash in lm-eval/vLLM/training cannot
 take the loop down with it. Every child dies with the loop (PR_SET_PDEATHSIG), so a ``kill -9``
@@ -60,6 +62,71 @@ def call(fn: Callable, *args: Any, **kwargs: Any) -> Any:
     finally:
         shutil.rmtree(td, ignore_errors=True)
         lock.close()
+
+
+class Worker:
+    """A child interpreter that runs ``call(fn, ...)`` one after another, so module state (a loaded
+    model) outlives a call; ``close()`` ends it and frees what it held. Calls go over two pipes of
+    their own (pickled; ``fn`` by reference), so the child's stdout stays the user's log. The child
+    dies with the loop (PR_SET_PDEATHSIG) and on EOF of its input."""
+
+    def __init__(self) -> None:
+        c_in, p_out = os.pipe()
+        p_in, c_out = os.pipe()
+        self.proc = subprocess.Popen([sys.executable, "-m", "loop.isolate", "--serve", str(c_in), str(c_out)],
+                                     pass_fds=(c_in, c_out), preexec_fn=_preexec(), env=os.environ.copy())
+        os.close(c_in)
+        os.close(c_out)
+        self._to, self._from = os.fdopen(p_out, "wb"), os.fdopen(p_in, "rb")
+        self.calls = 0
+
+    def call(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+        name = f"{fn.__module__}.{fn.__qualname__}"
+        try:
+            pickle.dump((fn, args, kwargs), self._to)
+            self._to.flush()
+            ok, value = pickle.load(self._from)
+        except (EOFError, BrokenPipeError, pickle.UnpicklingError):
+            rc = self.proc.wait()
+            raise StageFailed(f"{name}: the worker process exited with code {rc} (see the output above)") from None
+        self.calls += 1
+        if not ok:
+            raise StageFailed(f"{name} failed in the worker process:\n{value}")
+        return value
+
+    def close(self, timeout: float = 60) -> int:
+        """End the worker (its memory, GPU included, is freed when it exits); its exit code."""
+        for fh in (self._to, self._from):
+            try:
+                fh.close()
+            except OSError:
+                pass
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def __enter__(self) -> "Worker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _serve(fd_in: int, fd_out: int) -> int:
+    with os.fdopen(fd_in, "rb") as inp, os.fdopen(fd_out, "wb") as out:
+        while True:
+            try:
+                fn, args, kwargs = pickle.load(inp)
+            except EOFError:               # the loop closed the pipe (or died): done
+                return 0
+            try:
+                result = (True, fn(*args, **kwargs))
+            except BaseException:  # noqa: BLE001 - reported to the parent verbatim
+                result = (False, traceback.format_exc())
+            pickle.dump(result, out)
+            out.flush()
 
 
 # A call's temp folder holds a lock (flock) for as long as the call runs; the kernel drops it when
@@ -123,4 +190,6 @@ def _main(inp: str, outp: str) -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1] == "--serve":
+        sys.exit(_serve(int(sys.argv[2]), int(sys.argv[3])))
     sys.exit(_main(sys.argv[1], sys.argv[2]))

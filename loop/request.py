@@ -37,7 +37,7 @@ from loop import preflight
 from loop.artifacts import RunDir
 from loop.config import Config, save_config, to_dict
 from loop.preflight import PreflightError
-from loop.run import (VERSION, _teacher, _with_teacher, diagnose_stage, eval_stage, mix_stage, retrieve_stage,
+from loop.run import (VERSION, TeacherHost, _with_teacher, diagnose_stage, eval_stage, mix_stage, retrieve_stage,
                       stage_inputs, synthesize_stage, tag_stage)
 
 log = logging.getLogger("loop.request")
@@ -83,27 +83,29 @@ def request(cfg: Config, task: str, n: int, out: Path, *, from_run: Path | None 
     bm = stage("benchmark", [cfg.eval.suite, *ext["eval"]], lambda o: benchmark_stage(cfg, o))
     items = bm.dir / "decontam_texts.jsonl"
 
-    # 3-7. the loop's own stages, on this task's failures
-    tg = stage("tag", [cfg.tag, cfg.teacher, ev.fingerprint, *ext["tag"]],
-               lambda o: _teacher(tag_stage, cfg, o, samples=samples, cache_path=work / "cache" / "tags.jsonl"))
-    dg = stage("diagnose", [cfg.diagnose, cfg.teacher, tg.fingerprint, *ext["diagnose"]],
-               lambda o: _teacher(diagnose_stage, cfg, o, samples=samples, tags=tg.dir / "tags.jsonl"))
-    deficiencies = dg.dir / "deficiencies.json"
-    sy = stage("synthesize", [cfg.synthesize, cfg.teacher, cfg.seed, dg.fingerprint, bm.fingerprint,
-                              *ext["synthesize"]],
-               lambda o: _teacher(synthesize_stage, cfg, o, deficiencies=deficiencies, avoid=items, round_idx=0))
-    rt = stage("retrieve", [cfg.retrieve, dg.fingerprint, *ext["retrieve"]],
-               lambda o: retrieve_stage(cfg, cache, samples, deficiencies, o))
-    mx = stage("mix", [cfg.mix, sy.fingerprint, rt.fingerprint, bm.fingerprint, *ext["mix"]],
-               lambda o: mix_stage(cfg, sy.dir / "records.jsonl", rt.dir / "records.jsonl", items, o))
+    # 3-9 share one teacher, loaded once (a GPU teacher: one worker process)
+    with TeacherHost(cfg) as teacher:
+        # 3-7. the loop's own stages, on this task's failures
+        tg = stage("tag", [cfg.tag, cfg.teacher, ev.fingerprint, *ext["tag"]],
+                   lambda o: teacher.run(tag_stage, o, samples=samples, cache_path=work / "cache" / "tags.jsonl"))
+        dg = stage("diagnose", [cfg.diagnose, cfg.teacher, tg.fingerprint, *ext["diagnose"]],
+                   lambda o: teacher.run(diagnose_stage, o, samples=samples, tags=tg.dir / "tags.jsonl"))
+        deficiencies = dg.dir / "deficiencies.json"
+        sy = stage("synthesize", [cfg.synthesize, cfg.teacher, cfg.seed, dg.fingerprint, bm.fingerprint,
+                                  *ext["synthesize"]],
+                   lambda o: teacher.run(synthesize_stage, o, deficiencies=deficiencies, avoid=items, round_idx=0))
+        rt = stage("retrieve", [cfg.retrieve, dg.fingerprint, *ext["retrieve"]],
+                   lambda o: retrieve_stage(cfg, cache, samples, deficiencies, o))
+        mx = stage("mix", [cfg.mix, sy.fingerprint, rt.fingerprint, bm.fingerprint, *ext["mix"]],
+                   lambda o: mix_stage(cfg, sy.dir / "records.jsonl", rt.dir / "records.jsonl", items, o))
 
-    # 8. SELECT: verified synthesized records first, then retrieved ones, up to N
-    se = stage("select", [n, cfg.synthesize.keep_unverified, mx.fingerprint, VERSION],
-               lambda o: select_stage(cfg, mx.dir / "train_data.jsonl", sy.dir / "records.jsonl", n, o))
-    # 9. LABEL: teacher tags for the records that carry none (pool records), as tag does for eval items
-    lb = stage("label", [cfg.tag, cfg.teacher, se.fingerprint, *ext["tag"]],
-               lambda o: _teacher(label_stage, cfg, o, records=se.dir / "records.jsonl",
-                                  cache_path=work / "cache" / "tags.jsonl"))
+        # 8. SELECT: verified synthesized records first, then retrieved ones, up to N
+        se = stage("select", [n, cfg.synthesize.keep_unverified, mx.fingerprint, VERSION],
+                   lambda o: select_stage(cfg, mx.dir / "train_data.jsonl", sy.dir / "records.jsonl", n, o))
+        # 9. LABEL: teacher tags for the records that carry none (pool records), as tag does for eval items
+        lb = stage("label", [cfg.tag, cfg.teacher, se.fingerprint, *ext["tag"]],
+                   lambda o: teacher.run(label_stage, o, records=se.dir / "records.jsonl",
+                                         cache_path=work / "cache" / "tags.jsonl"))
     # 10. DATASET: the files and the card, then copied into DIR
     prov = provenance(cfg, suite, task, n, source, command)
     ds = stage("dataset", [lb.fingerprint, {k: v for k, v in prov.items() if k != "commit"}, VERSION],

@@ -73,21 +73,24 @@ def run(cfg: Config, run_dir: Path) -> dict:
                 rd.update_state(stopped_reason="plateau (dev)")
                 break
 
-            # 2. TAG the dev items (teacher; cached by content hash across rounds)
-            tg = rd.stage(r, "tag", [cfg.tag, cfg.teacher, ev.fingerprint, *ext["tag"]],
-                          lambda out: _teacher(tag_stage, cfg, out, samples=samples,
-                                               cache_path=run_dir / "cache" / "tags.jsonl"), on_done=done)
+            # 2–4 share one teacher, loaded once for the round and let go before retrieval
+            with TeacherHost(cfg) as teacher:
+                # 2. TAG the dev items (teacher; cached by content hash across rounds)
+                tg = rd.stage(r, "tag", [cfg.tag, cfg.teacher, ev.fingerprint, *ext["tag"]],
+                              lambda out: teacher.run(tag_stage, out, samples=samples,
+                                                      cache_path=run_dir / "cache" / "tags.jsonl"), on_done=done)
 
-            # 3. DIAGNOSE the failed dev items into ranked deficiencies
-            dg = rd.stage(r, "diagnose", [cfg.diagnose, cfg.teacher, tg.fingerprint, *ext["diagnose"]],
-                          lambda out: _teacher(diagnose_stage, cfg, out, samples=samples,
-                                               tags=tg.dir / "tags.jsonl"), on_done=done)
-            deficiencies = dg.dir / "deficiencies.json"
+                # 3. DIAGNOSE the failed dev items into ranked deficiencies
+                dg = rd.stage(r, "diagnose", [cfg.diagnose, cfg.teacher, tg.fingerprint, *ext["diagnose"]],
+                              lambda out: teacher.run(diagnose_stage, out, samples=samples,
+                                                      tags=tg.dir / "tags.jsonl"), on_done=done)
+                deficiencies = dg.dir / "deficiencies.json"
 
-            # 4. SYNTHESIZE targeted instructions for the top deficiencies
-            sy = rd.stage(r, "synthesize", [cfg.synthesize, cfg.teacher, cfg.seed, dg.fingerprint, *ext["synthesize"]],
-                          lambda out: _teacher(synthesize_stage, cfg, out, deficiencies=deficiencies,
-                                               avoid=decontam, round_idx=r), on_done=done)
+                # 4. SYNTHESIZE targeted instructions for the top deficiencies
+                sy = rd.stage(r, "synthesize", [cfg.synthesize, cfg.teacher, cfg.seed, dg.fingerprint,
+                                                *ext["synthesize"]],
+                              lambda out: teacher.run(synthesize_stage, out, deficiencies=deficiencies,
+                                                      avoid=decontam, round_idx=r), on_done=done)
 
             # 5. RETRIEVE matched records from the pool (neighbours of failures and deficiencies)
             rt = rd.stage(r, "retrieve", [cfg.retrieve, cfg.student, cfg.train.max_seq_len, dg.fingerprint,
@@ -237,25 +240,68 @@ def control_data_stage(cfg: Config, cache: Path, student: str, targeted: Path, d
                           split_long=cfg.retrieve.split_long)
 
 
-def _teacher(fn, cfg: Config, out: Path, **kw) -> dict:
-    # a teacher on a GPU (or vLLM) gets its own process so its memory is freed afterwards
-    if cfg.teacher.backend == "vllm" or (cfg.teacher.backend == "hf" and cfg.teacher.device != "cpu"):
-        return isolate.call(fn, cfg, out, **kw)
-    return fn(cfg, out, **kw)
+class TeacherHost:
+    """The round's teacher, loaded once for all its stages (tag, diagnose, synthesize) and let go
+    before retrieval and training need the memory. A teacher on a GPU (or vLLM) lives in one worker
+    process per round — its memory is freed when the worker ends, and vLLM boots once, not once per
+    stage; a CPU teacher lives in the loop's process. Loading is lazy: a round whose teacher stages
+    all resume loads nothing."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.worker: isolate.Worker | None = None
+
+    def own_process(self) -> bool:
+        t = self.cfg.teacher
+        return t.backend == "vllm" or (t.backend == "hf" and t.device != "cpu")
+
+    def run(self, fn, out: Path, **kw) -> dict:
+        if self.own_process():
+            if self.worker is None:
+                self.worker = isolate.Worker()
+            return self.worker.call(fn, self.cfg, out, **kw)
+        return fn(self.cfg, out, **kw)
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.close()
+            self.worker = None
+        release_teacher()
+
+    def __enter__(self) -> "TeacherHost":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+_LOADED: dict = {}   # the process's teacher: {"key": its config, "llm": the backend}
+
+
+def release_teacher() -> None:
+    """Close the teacher this process holds (if any)."""
+    held = _LOADED.pop("llm", None)
+    _LOADED.clear()
+    if held is not None:
+        held.close()
 
 
 def _with_teacher(cfg: Config, fn) -> tuple:
-    """(``fn(llm)``, the teacher's cost: token usage and seconds) with the teacher loaded once; the
-    stage puts the cost in its summary (DONE, W&B and the report's cost figures)."""
+    """(``fn(llm)``, this call's teacher cost: token usage and seconds, loading included when this
+    call loaded it) with the process's teacher, loaded on first use and kept for the next stage
+    (``TeacherHost`` releases it); the stage puts the cost in its summary (DONE, W&B, report)."""
     from synth.llm import load_llm
 
     t0 = time.time()
-    llm = load_llm(cfg.teacher)
-    try:
-        result = fn(llm)
-    finally:
-        llm.close()
-    return result, {**llm.usage, "seconds": round(time.time() - t0, 1)}
+    key = repr(cfg.teacher)
+    if _LOADED.get("key") != key:
+        release_teacher()
+        _LOADED.update(key=key, llm=load_llm(cfg.teacher))
+    llm = _LOADED["llm"]
+    before = dict(llm.usage)
+    result = fn(llm)
+    used = {k: v - before.get(k, 0) if isinstance(v, (int, float)) else v for k, v in llm.usage.items()}
+    return result, {**used, "seconds": round(time.time() - t0, 1)}
 
 
 # ------------------------------------------------------------------ decisions and tracking

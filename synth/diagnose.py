@@ -1,10 +1,15 @@
 """Stage 3, diagnose: the teacher explains each failed dev item; explanations merge into a ranked list.
 
-For every failure the teacher sees the question, ground truth and the student's output
-(``diagnose.j2``) and writes ``Ability:`` (what is missing) and ``Error:`` (the shortcut or
-mistake). Parsed diagnoses are grouped by the similarity of their normalised ability text
-(and the item's fine tags), and ranked by score impact: the share of each task's dev items
-the deficiency loses, averaged over the suite's tasks.
+For every failure the teacher sees the question, ground truth, the student's output and the
+scorer's evidence (``evalsuite.evidence``: the failed checker ids, the failing assert, expected
+vs given number and the last operation; ``diagnose.j2``) and writes ``Ability:`` (what is
+missing) and ``Error:`` (the shortcut or mistake). Grouping goes on the evidence first: items
+whose evidence names the problem by itself (a failed checker id, a NameError, no number given)
+form one deficiency per task and key, named from the evidence, whatever the teacher said — an
+item whose answer did not parse still counts there; items with family-level evidence (an
+assertion failed, a wrong number) or none are grouped within their key by the similarity of
+their normalised ability text (and fine tags). Deficiencies are ranked by score impact: the
+share of each task's dev items the deficiency loses, averaged over the suite's tasks.
 
 Writes ``diagnoses.jsonl`` (one row per item, raw teacher text and parse status),
 ``deficiencies.json`` (``{"deficiencies": [...], "stats": {...}}``) and ``report.md``.
@@ -16,10 +21,15 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+import numpy as np
+
+from evalsuite import evidence as scorer_evidence
 from evalsuite.records import content_hash, write_json, write_jsonl
 from evalsuite.samples import sample_key
 from synth import parse
+from synth.embed import DEFAULT_EMBEDDER
 from synth.llm.base import LLM, Sampling
 from synth.prompts import render_chat, with_prefill
 from synth.tagging import stem_word
@@ -34,7 +44,10 @@ class DiagnoseConfig:
     max_chars: int = 700           # of question / student output shown (question keeps its tail)
     max_new_tokens: int = 64
     temperature: float = 0.0
-    merge_threshold: float = 0.5   # similarity at which two diagnoses count as one deficiency
+    merge_by: Literal["embedding", "words"] = "embedding"  # how the teacher's abilities are compared
+    merge_threshold: float = 0.5   # words: 0.7·Jaccard(stems) + 0.3·Jaccard(tags) at which two count as one
+    embed_threshold: float = 0.6   # embedding: 0.7·cosine + 0.3·Jaccard(tags) at which two count as one
+    embedder: str = DEFAULT_EMBEDDER
     examples_per_deficiency: int = 5
     fallback_to_tags: bool = False  # an unparseable answer falls back to the item's first fine tag
     prompts_dir: str | None = None
@@ -65,7 +78,8 @@ def format_input(failure: dict, cfg: DiagnoseConfig) -> dict:
     resp = str(failure.get("response", "")).strip() or "(empty)"
     if len(resp) > cfg.max_chars:
         resp = resp[: cfg.max_chars] + " ..."
-    return {"question": q, "target": target.strip()[: cfg.max_chars], "response": resp}
+    return {"question": q, "target": target.strip()[: cfg.max_chars], "response": resp,
+            "evidence": scorer_evidence.describe(failure.get("evidence"))[: cfg.max_chars]}
 
 
 def parse_diagnosis(answer: str) -> dict | None:
@@ -110,38 +124,74 @@ def _select(failures: list[dict], n: int) -> list[dict]:
     return out
 
 
-def _merge(rows: list[dict], threshold: float) -> list[list[dict]]:
-    """Greedy grouping: a diagnosis joins the most similar group whose seed it matches enough."""
-    groups: list[tuple[frozenset, set, list[dict]]] = []
+def _evidence_key(row: dict) -> tuple[str | None, bool]:
+    ev = row.get("evidence") or {}
+    return ev.get("key"), bool(ev.get("specific"))
+
+
+def _merge(rows: list[dict], cfg: DiagnoseConfig) -> list[list[dict]]:
+    """Evidence first: rows with the same specific evidence key (per task) form one group; the rest
+    are grouped greedily by what the teacher said, never across evidence keys: a diagnosis joins
+    the most similar group whose seed it matches enough (embedding cosine of the ability phrases,
+    or their content-word stems; blended with the items' fine tags)."""
+    by_key: dict[tuple, list[dict]] = {}
+    rest = []
     for r in rows:
-        words, tags = ability_words(r["ability"]), set(r["tags"].get("fine", []))
+        key, specific = _evidence_key(r)
+        if key and specific:
+            by_key.setdefault((r["task"], key), []).append(r)
+        elif r.get("ability"):
+            rest.append(r)
+    if cfg.merge_by == "embedding" and rest:
+        from synth.embed import embed_texts
+
+        vecs = embed_texts([r["ability"] for r in rest], cfg.embedder)
+        feats, threshold = list(vecs), cfg.embed_threshold
+
+        def sim_of(a, b) -> float:
+            return float(np.dot(a, b))
+    else:
+        feats, threshold = [ability_words(r["ability"]) for r in rest], cfg.merge_threshold
+        sim_of = _jaccard
+    groups: list[tuple[str | None, object, set, list[dict]]] = []
+    for r, feat in zip(rest, feats):
+        key = _evidence_key(r)[0]
+        tags = set(r["tags"].get("fine", []))
         best, best_sim = None, 0.0
         for g in groups:
-            sim = _jaccard(words, g[0])
-            if tags or g[1]:
-                sim = 0.7 * sim + 0.3 * _jaccard(tags, g[1])
+            if g[0] != key:
+                continue
+            sim = sim_of(feat, g[1])
+            if tags and g[2]:   # an item never tagged is unknown there, not unlike
+                sim = 0.7 * sim + 0.3 * _jaccard(tags, g[2])
             if sim > best_sim:
                 best, best_sim = g, sim
         if best is not None and best_sim >= threshold:
-            best[2].append(r)
+            best[3].append(r)
         else:
-            groups.append((words, tags, [r]))
-    return [g[2] for g in groups]
+            groups.append((key, feat, tags, [r]))
+    return list(by_key.values()) + [g[3] for g in groups]
 
 
 def _deficiency(members: list[dict], task_sizes: dict[str, int], scale: dict[str, float], n_tasks: int,
                 cfg: DiagnoseConfig) -> dict:
-    norm = Counter(" ".join(sorted(ability_words(m["ability"]))) for m in members)
-    top_norm = norm.most_common(1)[0][0]
-    rep = next(m for m in members if " ".join(sorted(ability_words(m["ability"]))) == top_norm)
-    errors = [m["error"] for m in members if m["error"]]
+    key, specific = _evidence_key(members[0])
+    named = [m for m in members if m.get("ability")]
+    if specific:   # the evidence is the finding: it names the deficiency; the teacher's words stay beside it
+        top_norm, rep = key, {"ability": scorer_evidence.humanize(key), "error": next(
+            (m["error"] for m in named if m.get("error")), "")}
+    else:
+        norm = Counter(" ".join(sorted(ability_words(m["ability"]))) for m in named)
+        top_norm = norm.most_common(1)[0][0]
+        rep = next(m for m in named if " ".join(sorted(ability_words(m["ability"]))) == top_norm)
+    errors = [m["error"] for m in members if m.get("error")]
     tags = Counter(t for m in members for t in m["tags"].get("fine", []))
     macro = Counter(t for m in members for t in m["tags"].get("macro", []))
     per_task = Counter(m["task"] for m in members)
     # each diagnosed item stands for scale[t] failures of its task when only a sample was diagnosed
     impact_by_task = {t: min(1.0, c * scale[t] / max(task_sizes[t], 1)) for t, c in sorted(per_task.items())}
     return {
-        "id": "def-" + content_hash(top_norm, n=10),
+        "id": "def-" + content_hash(f"{members[0]['task']}/{top_norm}" if specific else top_norm, n=10),
         "ability": rep["ability"],
         "error": rep["error"] or (errors[0] if errors else ""),
         "count": len(members),
@@ -152,7 +202,24 @@ def _deficiency(members: list[dict], task_sizes: dict[str, int], scale: dict[str
         "impact": round(sum(impact_by_task.values()) / max(n_tasks, 1), 6),
         "impact_by_task": {t: round(v, 6) for t, v in impact_by_task.items()},
         "errors": list(dict.fromkeys(errors))[:3],
+        "evidence": {"key": key, "specific": specific,
+                     "items": sum(1 for m in members if m.get("evidence")),
+                     "checks": _checks(members)} if key else None,
+        "teacher_abilities": list(dict.fromkeys(m["ability"] for m in named))[:3],
     }
+
+
+def _checks(members: list[dict]) -> list[dict]:
+    """The failed checkers (id + kwargs) behind a deficiency, most frequent first: what synthesis can
+    build instructions around."""
+    seen: Counter = Counter()
+    first: dict[str, dict] = {}
+    for m in members:
+        for c in (m.get("evidence") or {}).get("failed", []):
+            k = c["id"] + " " + str(sorted(c["kwargs"].items()))
+            seen[k] += 1
+            first.setdefault(k, c)
+    return [first[k] for k, _ in seen.most_common(5)]
 
 
 def diagnose(llm: LLM, failures: list[dict], tags: dict[str, dict], cfg: DiagnoseConfig, out_dir: Path,
@@ -204,11 +271,11 @@ def diagnose(llm: LLM, failures: list[dict], tags: dict[str, dict], cfg: Diagnos
             fallbacks += 1
         row = {"key": key, "task": f["task"], "doc_id": f["doc_id"], "parsed": bool(source and source != "tags"),
                "source": source, "ability": (d or {}).get("ability"), "error": (d or {}).get("error"),
-               "tags": item_tags, "raw": ans}
+               "tags": item_tags, "evidence": f.get("evidence"), "raw": ans}
         rows.append(row)
-        if d:
+        if d or _evidence_key(row)[1]:    # a specific finding counts even when the teacher's answer did not parse
             parsed_rows.append(row)
-    groups = _merge(parsed_rows, cfg.merge_threshold)
+    groups = _merge(parsed_rows, cfg)
     defs = [_deficiency(g, sizes, scale, n_tasks, cfg) for g in groups]
     defs.sort(key=lambda d: (-d["impact"], -d["count"], d["ability"]))
     seen: Counter = Counter()
@@ -220,6 +287,9 @@ def diagnose(llm: LLM, failures: list[dict], tags: dict[str, dict], cfg: Diagnos
     stats.update({"diagnosed": len(rows), "parsed": n_parsed, "parse_failures": len(rows) - n_parsed,
                   "parsed_in_step2": sum(r["source"] == "teacher-2step" for r in rows),
                   "parse_rate": n_parsed / len(rows) if rows else None, "fallback_from_tags": fallbacks,
+                  "with_evidence": sum(bool(r["evidence"]) for r in rows),
+                  "evidence_keys": dict(Counter(r["evidence"]["key"] for r in rows if r["evidence"]).most_common()),
+                  "grouped_by_evidence": sum(1 for d in defs if (d["evidence"] or {}).get("specific")),
                   "groups": len(defs), "deficiencies": min(len(defs), cfg.top_k)})
     kept = defs[: cfg.top_k]
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -108,7 +108,10 @@ def test_run_eval_passes_the_choice_to_the_scorers_and_records_it(tiny_model_pat
     cfg = EvalConfig(suite=str(tmp_path / "suite.yaml"), bootstrap=10, sandbox=chosen)
     res = run_eval(cfg, tiny_model_path, None, tmp_path / "out")
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert saved["sandbox"] == res["sandbox"] == {"requested": chosen, "mechanism": chosen, "programs": 2}
+    # two scored programs, plus one evidence re-run per failed item (evalsuite.evidence)
+    failed = sum(1 for line in (tmp_path / "out" / "samples.jsonl").read_text().splitlines()
+                 if json.loads(line).get("evidence", {}).get("kind") == "code")
+    assert saved["sandbox"] == res["sandbox"] == {"requested": chosen, "mechanism": chosen, "programs": 2 + failed}
 
 
 def test_run_eval_refuses_code_tasks_without_a_mechanism(tiny_model_path, tmp_path, monkeypatch):

@@ -34,3 +34,14 @@ def overrides(tiny_model_path, pool_file, cache_dir) -> list[str]:
 def cli(args, **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "loop", *args], cwd=REPO, env=env, **kw)
+
+
+def teacher_probe(cfg, out):
+    """A teacher stage in miniature (top level, so a worker process can run it): which process ran
+    it and which teacher object it got, plus the cost ``_with_teacher`` reports."""
+    from synth.llm.base import Sampling
+    from loop.run import _with_teacher
+
+    (pid, llm_id, text), cost = _with_teacher(
+        cfg, lambda llm: (os.getpid(), id(llm), llm.generate([[{"role": "user", "content": "hi"}]], Sampling())[0]))
+    return {"pid": pid, "llm": llm_id, "text": text, "cost": cost}

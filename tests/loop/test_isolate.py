@@ -78,3 +78,41 @@ def test_a_killed_callers_temp_folder_is_removed_by_the_next_call(tmp_path, monk
         running.kill()
         if killed is not None:
             killed.kill()
+
+
+def test_a_worker_keeps_its_state_between_calls_and_reports_failures():
+    with isolate.Worker() as w:
+        pid = w.call(os.getpid)
+        assert pid != os.getpid() and w.call(os.getpid) == pid       # the same process, call after call
+        with pytest.raises(isolate.StageFailed, match="ZeroDivisionError"):
+            w.call(divmod, 1, 0)
+        assert w.call(os.getpid) == pid                               # a failed call does not end it
+    assert w.proc.returncode == 0                                     # closed: the process is gone
+
+
+def test_a_worker_that_dies_is_a_stage_failure():
+    w = isolate.Worker()
+    with pytest.raises(isolate.StageFailed, match="exited with code 3"):
+        w.call(os._exit, 3)
+    w.close()
+
+
+@pytest.mark.parametrize("own_process", [False, True], ids=["in-process", "worker"])
+def test_the_rounds_teacher_loads_once_for_its_stages(own_process, tmp_path, monkeypatch):
+    from loop import run
+    from loop.config import load_config
+    from smoke import teacher_probe
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setattr(run.TeacherHost, "own_process", lambda self: own_process)
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs/smoke.yaml",
+                      ["teacher.backend=fake", "teacher.model=builtin"])
+    with run.TeacherHost(cfg) as host:
+        first, second = host.run(teacher_probe, tmp_path), host.run(teacher_probe, tmp_path)
+        assert (first["pid"] == os.getpid()) is not own_process
+        assert (first["pid"], first["llm"]) == (second["pid"], second["llm"])    # one teacher, both stages
+        assert first["cost"]["requests"] == second["cost"]["requests"] == 1      # each stage's own usage
+        worker = host.worker
+    assert not run._LOADED                                                       # released with the round
+    if own_process:
+        assert worker.proc.returncode == 0                                       # its memory went with it

@@ -85,3 +85,57 @@ def test_second_step_names_the_ability_from_the_error(tmp_path):
     assert stats["parsed"] == 1 and stats["parsed_in_step2"] == 1 and stats["parse_failures"] == 1
     d = read_json(tmp_path / "deficiencies.json")["deficiencies"][0]
     assert d["ability"] == "dividing by two" and d["error"] == "The student subtracted instead of halving."
+
+
+def test_evidence_groups_first_names_the_deficiency_and_reaches_the_teacher(tmp_path):
+    """Three IFEval items fail the same checker: one deficiency named by the checker, whatever the
+    teacher said (one answer does not even parse); two wrong-number items with different teacher
+    abilities stay two deficiencies (the key names only the family)."""
+    script = tmp_path / "s.json"
+    script.write_text(json.dumps({"rules": [
+        {"match": "Question: if1", "responses": ["misspelled change_case.\nAbility: spelling"]},
+        {"match": "Question: if2", "responses": ["wrote in capitals.\nAbility: lowercase writing"]},
+        {"match": "Question: if3", "responses": ["Sure."]},
+        {"match": "Question: m1", "responses": ["added.\nAbility: multiplication in word problems"]},
+        {"match": "Question: m2", "responses": ["forgot minutes.\nAbility: converting units of time"]}]}))
+    llm = load_llm(LLMConfig(backend="fake", model=str(script)))
+    checks = json.dumps([{"id": "change_case:english_lowercase", "kwargs": {}}])
+    ifs = [{**_fail("ifeval", i, f"if{i}"), "target": checks,
+            "evidence": {"kind": "checker", "key": "checker:change_case:english_lowercase", "specific": True,
+                         "failed": [{"id": "change_case:english_lowercase", "kwargs": {}}], "passed": []}}
+           for i in (1, 2, 3)]
+    ms = [{**_fail("math", i, f"m{i}"), "evidence": {"kind": "numeric", "key": "numeric:wrong_result", "specific": False,
+                                                     "expected": "7", "given": "8", "last_operation": "4 + 4 = 8"}}
+          for i in (1, 2)]
+    prompts = []
+    real_generate = llm.generate
+    llm.generate = lambda ps, s: prompts.extend(ps) or real_generate(ps, s)
+    stats = diagnose(llm, ifs + ms, {}, DiagnoseConfig(), tmp_path, task_sizes={"ifeval": 6, "math": 6})
+    assert any("Scorer's finding: the checker rejected: change_case:english_lowercase" in p[-2]["content"]
+               for p in prompts)
+    assert any("Scorer's finding: expected 7, the student gave 8; its last step: 4 + 4 = 8" in p[-2]["content"]
+               for p in prompts)
+    defs = read_json(tmp_path / "deficiencies.json")["deficiencies"]
+    top = defs[0]
+    assert top["count"] == 3 and top["ability"] == "following the instruction change case: english lowercase"
+    assert top["evidence"]["key"] == "checker:change_case:english_lowercase" and top["evidence"]["items"] == 3
+    assert top["evidence"]["checks"] == [{"id": "change_case:english_lowercase", "kwargs": {}}]
+    assert set(top["teacher_abilities"]) == {"spelling", "lowercase writing"}
+    assert sorted(d["ability"] for d in defs[1:]) == ["converting units of time", "multiplication in word problems"]
+    assert stats["grouped_by_evidence"] == 1 and stats["with_evidence"] == 5
+    assert stats["evidence_keys"] == {"checker:change_case:english_lowercase": 3, "numeric:wrong_result": 2}
+
+
+@pytest.mark.parametrize("merge_by,groups", [("embedding", 2), ("words", 3)])
+def test_paraphrased_abilities_merge_by_embedding(merge_by, groups, tmp_path):
+    script = tmp_path / "s.json"
+    script.write_text(json.dumps({"rules": [
+        {"match": "Question: a", "responses": ["added.\nAbility: multiplication in word problems"]},
+        {"match": "Question: b", "responses": ["added.\nAbility: multiplying in story problems"]},
+        {"match": "Question: c", "responses": ["forgot minutes.\nAbility: converting units of time"]}]}))
+    llm = load_llm(LLMConfig(backend="fake", model=str(script)))
+    stats = diagnose(llm, [_fail("m", 1, "a"), _fail("m", 2, "b"), _fail("m", 3, "c")], {},
+                     DiagnoseConfig(merge_by=merge_by), tmp_path)
+    assert stats["groups"] == groups
+    if merge_by == "embedding":
+        assert read_json(tmp_path / "deficiencies.json")["deficiencies"][0]["count"] == 2
