@@ -288,6 +288,9 @@ def _track(rd: RunDir, tracker: Tracker, p: dict, outcome: Path) -> None:
         "synthesize/multi_turn": sy.summary.get("multi_turn_records", 0),
         "retrieve/records": rt.summary.get("selected", 0),
         "retrieve/mean_similarity": rt.summary.get("mean_similarity"),
+        # the matching made visible: the selected subset's distance to the dev distribution vs random's
+        "retrieve/kl_target_selected": rt.summary.get("kl_target_selected"),
+        "retrieve/kl_target_random": rt.summary.get("kl_target_random"),
         "mix/records": mx.summary.get("kept", 0),
         "train/loss": tr.summary.get("train_loss"),
         "train/tokens": tr.summary.get("tokens_seen"),
