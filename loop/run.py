@@ -24,7 +24,7 @@ from loop.artifacts import RunDir, StageResult
 from loop.config import Config, save_config, to_dict
 from loop.report import write_report
 from loop.tracking import Tracker
-from synth.pool import source_fingerprint
+from synth.pools import fingerprint as pools_fingerprint
 from synth.prompts import templates_hash
 
 log = logging.getLogger("loop")
@@ -45,6 +45,7 @@ def run(cfg: Config, run_dir: Path) -> dict:
     ext = stage_inputs(cfg)
 
     adapter, train_fp, history = None, "base", []
+    earlier = []                # the synthesize and retrieve stages of the rounds so far, alternating
     measured: list[dict] = []   # every student evaluated, in order: where, adapter, results
     pending = None              # round r's figures: logged once the adapter it trained is measured
     try:
@@ -89,10 +90,15 @@ def run(cfg: Config, run_dir: Path) -> dict:
                           lambda out: _teacher(synthesize_stage, cfg, out, deficiencies=deficiencies,
                                                avoid=decontam, round_idx=r), on_done=done)
 
-            # 5. RETRIEVE matched records from the pool (neighbours of failures and deficiencies)
+            # 5. RETRIEVE matched records from the pools (neighbours of failures and deficiencies); earlier
+            #    rounds' verified synthesized records join them, what earlier rounds retrieved does not
             rt = rd.stage(r, "retrieve", [cfg.retrieve, cfg.student, cfg.train.max_seq_len, dg.fingerprint,
-                                          *ext["retrieve"]],
-                          lambda out: retrieve_stage(cfg, cache, samples, deficiencies, out), on_done=done)
+                                          [s.fingerprint for s in earlier], *ext["retrieve"]],
+                          lambda out: retrieve_stage(cfg, cache, samples, deficiencies, out,
+                                                     synthesized=[e.dir / "records.jsonl" for e in earlier[0::2]],
+                                                     retrieved=[e.dir / "records.jsonl" for e in earlier[1::2]]),
+                          on_done=done)
+            earlier += [sy, rt]
 
             # 6. MIX: dedup + decontaminate the union into the exact training input
             mx = rd.stage(r, "mix", [cfg.mix, sy.fingerprint, rt.fingerprint, *ext["mix"]],
@@ -153,7 +159,7 @@ def stage_inputs(cfg: Config) -> dict[str, list]:
             "tag": [VERSION, templates_hash(("tag",), cfg.tag.prompts_dir)],
             "diagnose": [VERSION, templates_hash(("diagnose", "ability"), cfg.diagnose.prompts_dir)],
             "synthesize": [VERSION, templates_hash(("instruct", "evolve", "followup"), cfg.synthesize.prompts_dir)],
-            "retrieve": [VERSION, source_fingerprint(cfg.retrieve.pool)],
+            "retrieve": [VERSION, pools_fingerprint(cfg.retrieve.pool, cfg.retrieve.pools)],
             "mix": [VERSION], "train": [VERSION]}
 
 
@@ -201,19 +207,26 @@ def synthesize_stage(cfg: Config, out: Path, deficiencies: Path, avoid: Path, ro
     return {**stats, "teacher": cost}
 
 
-def retrieve_stage(cfg: Config, cache: Path, samples: Path, deficiencies: Path, out: Path) -> dict:
-    from synth.pool import load_pool, pool_stats
+def retrieve_stage(cfg: Config, cache: Path, samples: Path, deficiencies: Path, out: Path,
+                   synthesized: list[Path] = (), retrieved: list[Path] = ()) -> dict:
+    """``synthesized``/``retrieved``: earlier rounds' record files (verified synthesized records join
+    the pool; what they retrieved is not retrieved again)."""
+    from synth.pools import load_union
     from synth.retrieve import eval_targets, retrieve
 
     dev, failures = split_rows(read_jsonl(samples))
     # kNN queries (each failure 1, a deficiency a share of its failures) and the DSIR target (the dev items)
     t = eval_targets(dev, failures, read_json(deficiencies)["deficiencies"], cfg.retrieve)
-    pool = load_pool(cfg.retrieve.pool, cache)
+    r = cfg.retrieve
+    before = {rec["id"] for p in retrieved for rec in read_jsonl(p)} if r.skip_retrieved else set()
+    union = load_union(r.pool, r.pools, cache, [read_records(p) for p in synthesized], r.synth_weight, before)
     # tokens counted with the student's tokenizer; nothing longer than the trainer's max_seq_len
-    stats = retrieve(pool, t.queries, cfg.retrieve, cache, out / "records.jsonl", weights=t.weights,
+    stats = retrieve(union.records, t.queries, r, cache, out / "records.jsonl", weights=t.weights,
                      target=t.target, target_weights=t.target_weights,
-                     student=resolve_model(cfg.student.model, cfg.cache_dir), max_seq_len=cfg.train.max_seq_len)
-    return {**stats, "pool": pool_stats(cfg.retrieve.pool, cache)}   # what the pool's filters kept and dropped
+                     student=resolve_model(cfg.student.model, cfg.cache_dir), max_seq_len=cfg.train.max_seq_len,
+                     groups=union.group, group_weights=union.weights)
+    # per pool: weight, records in the union, duplicates across pools and rounds, what its filters dropped
+    return {**stats, "pools": union.stats}
 
 
 def mix_stage(cfg: Config, synthesized: Path, retrieved: Path, decontam: Path, out: Path) -> dict:
@@ -226,10 +239,10 @@ def mix_stage(cfg: Config, synthesized: Path, retrieved: Path, decontam: Path, o
 def control_data_stage(cfg: Config, cache: Path, student: str, targeted: Path, decontam: Path, round_idx: int,
                        out: Path) -> dict:
     from synth.control import random_control
-    from synth.pool import load_pool
+    from synth.pools import load_union
     from synth.retrieve import token_counter
 
-    return random_control(load_pool(cfg.retrieve.pool, cache), read_records(targeted),
+    return random_control(load_union(cfg.retrieve.pool, cfg.retrieve.pools, cache).records, read_records(targeted),
                           [row["text"] for row in read_jsonl(decontam)], cfg.mix, token_counter(student),
                           seed=cfg.seed + round_idx, out_path=out / "train_data.jsonl")
 

@@ -31,6 +31,7 @@ import heapq
 import logging
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
@@ -43,6 +44,7 @@ from synth.embed import DEFAULT_EMBEDDER, cache_folder, embed_texts, record_text
 from synth.heuristics import DropRule, RuleSet, default_rules
 from synth.overlap import words
 from synth.pool import PoolConfig
+from synth.pools import PoolSource
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,11 @@ DSIR_MAX_MISSES = 200  # DSIR stops after this many records in a row too long fo
 
 @dataclass
 class RetrieveConfig:
-    pool: PoolConfig = field(default_factory=PoolConfig)
+    pool: PoolConfig = field(default_factory=PoolConfig)  # the pool, or the filters of every `pools` entry
+    pools: list[PoolSource] = field(default_factory=list)  # several pools [{source, weight, format?}]; [] = `pool`
+    synth_weight: float = 0.25        # earlier rounds' verified synthesized records join as pool "synth" (0 = off)
+    skip_retrieved: bool = True       # a record an earlier round retrieved is not retrieved again
+    pool_spill: bool = True           # budget a pool cannot fill by its weight goes to the others
     embedder: str = DEFAULT_EMBEDDER  # sentence-transformers model (packaged MiniLM by default)
     batch_size: int = 64              # embedding batch size
     k_per_query: int = 20             # nearest neighbours considered per query
@@ -82,6 +88,8 @@ class RetrieveConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.passed_weight < 0:
             raise ValueError(f"passed_weight must be >= 0, got {self.passed_weight}")
+        if self.synth_weight < 0:
+            raise ValueError(f"synth_weight must be >= 0 (0 = off), got {self.synth_weight}")
         if self.ifd_max < 0:
             raise ValueError(f"ifd_max must be >= 0 (0 = off), got {self.ifd_max}")
         if self.region_k < 1:
@@ -231,7 +239,11 @@ class _Selection:
         self.rejected: set[int] = set()        # for good: same prompt, too long, too close to a taken one
         self.prompts: set[str] = set()
         self.tokens = 0
-        self.skips = {"same_prompt": 0, "diversity": 0, "too_long": 0, "budget": 0, "ifd": 0}
+        self.skips = {"same_prompt": 0, "diversity": 0, "too_long": 0, "budget": 0, "ifd": 0, "pool_share": 0}
+        self.group: list[str] | None = None    # pool name per record (several pools)
+        self.caps: dict[str, tuple[float, float]] | None = None   # pool -> (records, tokens) it may take
+        self.group_records: Counter = Counter()
+        self.group_tokens: Counter = Counter()
         self.prefixed = 0
         self._fit: dict[int, tuple[list[dict], int] | None] = {}
 
@@ -277,6 +289,12 @@ class _Selection:
         if self.tokens + n_tok > budget_tokens:
             self.skips["budget"] += 1          # a shorter record further down may still fit
             return None
+        g = self.group[pid] if self.group is not None else ""
+        if self.caps is not None:
+            max_rec, max_tok = self.caps.get(g, (0, 0))
+            if self.group_records[g] >= max_rec or self.group_tokens[g] + n_tok > max_tok:
+                self.skips["pool_share"] += 1  # its pool's share is spent (the spill pass may still take it)
+                return None
         if self.ifd is not None:               # last: two forward passes of the student
             ifd = self.ifd.score(rec)
             meta = {**meta, "ifd": round(ifd, 4)}
@@ -285,6 +303,8 @@ class _Selection:
                 self.rejected.add(pid)
                 return None
         self.tokens += n_tok
+        self.group_records[g] += 1
+        self.group_tokens[g] += n_tok
         if prompt is not None:
             self.prompts.add(prompt)
         self.diversity.add(self.vec(pid))
@@ -299,11 +319,14 @@ class _Selection:
 def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_dir: str | os.PathLike,
              out_path: str | os.PathLike, weights: list[float] | None = None, *,
              target: list[str] | None = None, target_weights: list[float] | None = None,
-             student: str | None = None, max_seq_len: int = 0) -> dict:
+             student: str | None = None, max_seq_len: int = 0,
+             groups: list[str] | None = None, group_weights: dict[str, float] | None = None) -> dict:
     """Select pool records for ``queries`` (kNN quotas by ``weights``) and the ``target`` texts
     (DSIR; default: the queries), write them to ``out_path`` and return stats. Tokens are counted
     with ``student``'s tokenizer (else ``cfg.tokenizer``); no record over ``max_seq_len`` tokens
-    (0 = no limit) is selected."""
+    (0 = no limit) is selected. ``groups`` names each record's pool (``synth.pools``): the budgets
+    are split by ``group_weights`` (what a pool cannot fill spills to the others with
+    ``cfg.pool_spill``) and the summary counts records and tokens per pool."""
     t_start = time.time()
     _check(cfg, queries, weights)
     if target is None:
@@ -346,6 +369,15 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
     sel = _Selection(pool, cfg, token_counter(student or cfg.tokenizer), max_seq_len, vec, ifd)
     max_rec = cfg.max_records or None
     tok_budget = float(cfg.token_budget) if cfg.token_budget else float("inf")
+    if groups is not None:
+        if len(groups) != len(pool):
+            raise ValueError(f"retrieve: {len(groups)} pool names for {len(pool)} records")
+        sel.group = list(groups)
+        gw = {g: w for g, w in (group_weights or {}).items() if w > 0 and g in set(groups)}
+        if group_weights is not None and (len(gw) > 1 or set(groups) - set(gw)):  # one pool alone: no split
+            total = sum(gw.values())
+            sel.caps = {g: (round(max_rec * w / total) if max_rec is not None else float("inf"), tok_budget * w / total)
+                        for g, w in gw.items()}
     share = 1.0 - cfg.dsir_share
 
     def take_knn(rec_limit: int | None, tok_limit: float) -> Callable[[int, int], int | None]:
@@ -393,7 +425,14 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
             misses = misses + 1 if sel.skips["budget"] > before else 0
     # 3. what DSIR could not fill (few records likelier under the target) goes back to the kNN quotas
     if used is not None and cfg.dsir_share > 0 and (max_rec is None or len(sel.taken) < max_rec):
+        used = quota_order(lists, w, take_knn(max_rec, tok_budget), used, seed=cfg.seed)
+    # 4. several pools: what a pool could not fill by its weight goes to the others (kNN quotas, uncapped)
+    spilled = 0
+    if sel.caps is not None and cfg.pool_spill and (max_rec is None or len(sel.taken) < max_rec) \
+            and sel.tokens < tok_budget:
+        before, sel.caps = len(sel.taken), None
         quota_order(lists, w, take_knn(max_rec, tok_budget), used, seed=cfg.seed)
+        spilled = len(sel.taken) - before
 
     chosen = list(sel.taken.values())
     write_jsonl(out_path, chosen)
@@ -412,9 +451,21 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
         skipped_budget=sel.skips["budget"], skipped_same_prompt=sel.skips["same_prompt"],
         skipped_diversity=sel.skips["diversity"], skipped_too_long=sel.skips["too_long"], skipped_ifd=sel.skips["ifd"],
         kept_prefix=sel.prefixed, max_seq_len=max_seq_len or None,
+        by_pool=_by_pool(sel, groups, group_weights), spilled=spilled, skipped_pool_share=sel.skips["pool_share"],
         tokenizer=student or cfg.tokenizer or "chars/4",
         wall_s=round(time.time() - t_start, 3))
     log.info("retrieved %d records (%d kNN, %d DSIR; %d tokens) for %d queries in %.1f s; "
              "KL(target||selected) %s vs random %s", stats["selected"], len(part["knn"]), len(part["dsir"]), sel.tokens,
              len(queries), stats["wall_s"], stats["kl_target_selected"], stats["kl_target_random"])
     return stats
+
+
+def _by_pool(sel: _Selection, groups: list[str] | None, weights: dict[str, float] | None) -> dict:
+    """Per pool: its weight, records in the union, and the records and tokens selected."""
+    names = Counter(groups if groups is not None else (r.get("source", "") for r in sel.pool))
+    taken = Counter(groups[p] if groups is not None else sel.pool[p].get("source", "") for p in sel.taken)
+    tokens = Counter()
+    for p, rec in sel.taken.items():
+        tokens[groups[p] if groups is not None else sel.pool[p].get("source", "")] += rec["meta"]["retrieval"]["tokens"]
+    return {g: {"weight": (weights or {}).get(g), "pool_records": n, "selected": taken[g], "tokens": tokens[g]}
+            for g, n in names.items()}

@@ -46,8 +46,12 @@ def test_two_rounds_write_every_stage(smoke_run):
         synth = read_records(run_dir / r / "synthesize" / "records.jsonl")
         assert synth and all(rec["meta"]["round"] == int(r[-3:]) for rec in synth)
         retrieved = read_records(run_dir / r / "retrieve" / "records.jsonl")
-        assert retrieved and all(rec["source"].startswith("pool:") for rec in retrieved)
+        # round 1's pool holds round 0's verified synthesized records too (pool "synth")
+        assert retrieved and all(rec["source"].startswith("pool:") or (r == "round_001" and rec["source"] == "synth")
+                                 for rec in retrieved)
         rt = json.loads((run_dir / r / "retrieve" / "DONE").read_text())["summary"]
+        assert sum(p["selected"] for p in rt["by_pool"].values()) == len(retrieved)
+        assert ("synth" in rt["pools"]) == (r == "round_001") and rt["pools"]["pool"]["records"] > 0
         assert rt["kl_target_selected"] is not None and rt["kl_target_random"] is not None
         assert rt["max_seq_len"] == 512 and all(rec["meta"]["retrieval"]["tokens"] <= 512 for rec in retrieved)
         skipped = json.loads((run_dir / r / "train" / "metrics.json").read_text())["skipped_ids"]
@@ -55,6 +59,13 @@ def test_two_rounds_write_every_stage(smoke_run):
         train = run_dir / r / "train"
         assert (train / "adapter" / "adapter_model.safetensors").exists()
         assert read_records(train / "train_set.jsonl")
+    # round 1 joined round 0's verified synthesized records (deduplicated) and retrieved nothing round 0 had
+    rt1 = json.loads((run_dir / "round_001" / "retrieve" / "DONE").read_text())["summary"]
+    syn0 = [rec for rec in read_records(run_dir / "round_000" / "synthesize" / "records.jsonl") if rec["meta"]["verified"]]
+    got0 = {rec["id"] for rec in read_records(run_dir / "round_000" / "retrieve" / "records.jsonl")}
+    got1 = {rec["id"] for rec in read_records(run_dir / "round_001" / "retrieve" / "records.jsonl")}
+    assert rt1["pools"]["synth"]["records"] + rt1["pools"]["synth"]["dropped_duplicate"] == len(syn0) > 0
+    assert rt1["pools"]["pool"]["dropped_retrieved_before"] == len(got0) and not got0 & got1
     # round 1 evaluated the student that round 0 trained
     res1 = json.loads((run_dir / "round_001" / "eval" / "results.json").read_text())
     assert res1["adapter"] and Path(res1["adapter"]).resolve() == (run_dir / "round_000/train/adapter").resolve()
