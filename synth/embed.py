@@ -117,8 +117,7 @@ def embed_texts(texts: Sequence[str], model: str = DEFAULT_EMBEDDER, batch_size:
     from tqdm.auto import tqdm
 
     texts = [t[:MAX_CHARS] for t in texts]
-    model_key = "packaged-all-minilm-l6-v2" if model.lower() in _PACKAGED else model
-    keys = [content_hash(model_key, t) for t in texts]
+    keys = [text_key(t, model) for t in texts]
     index: dict[str, int] = {}
     mat = None
     shards: list[Path] = []
@@ -160,6 +159,12 @@ def embed_texts(texts: Sequence[str], model: str = DEFAULT_EMBEDDER, batch_size:
     # renormalise: guards against cached rows from an older, unnormalised write
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     return out / np.maximum(norms, 1e-12)
+
+
+def text_key(text: str, model: str = DEFAULT_EMBEDDER) -> str:
+    """The cache key of ``text`` embedded by ``model`` (the pool index keys its vectors by it too)."""
+    model_key = "packaged-all-minilm-l6-v2" if model.lower() in _PACKAGED else model
+    return content_hash(model_key, text[:MAX_CHARS])
 
 
 def cache_folder(cache_dir: str | os.PathLike, model: str = DEFAULT_EMBEDDER) -> Path:

@@ -1,8 +1,9 @@
-"""Retrieve pool records for the student's failures (the only faiss user).
+"""Retrieve pool records for the student's failures.
 
-Pool records are embedded by their first user turn (``synth.embed.record_text``) and put in
-a FAISS inner-product index (cosine, as vectors are normalised), cached on disk next to the
-embeddings and keyed by the pool's content, so an unchanged pool is indexed once.
+Pool records are embedded by their first user turn (``synth.embed.record_text``) into the
+embedder's persisted FAISS inner-product index (``synth.vindex``: cosine, as vectors are
+normalised; keyed by text content, so a new round or an added pool embeds and adds only its new
+records; flat up to ``index_flat_max`` vectors, IVF beyond).
 
 Selection fills the record and token budgets in two parts:
 
@@ -40,15 +41,17 @@ import numpy as np
 from evalsuite.records import content_hash, write_jsonl
 from evalsuite.samples import sample_key
 from synth import select
-from synth.embed import DEFAULT_EMBEDDER, cache_folder, embed_texts, record_text
+from synth import vindex
+from synth.embed import DEFAULT_EMBEDDER, cache_folder, embed_texts, record_text, text_key
 from synth.heuristics import DropRule, RuleSet, default_rules
 from synth.overlap import words
 from synth.pool import PoolConfig
 from synth.pools import PoolSource
+from synth.vindex import PoolIndex
 
 log = logging.getLogger(__name__)
 
-INDEX_TYPES = ("flat", "hnsw")
+INDEX_TYPES = vindex.KINDS
 DSIR_MAX_MISSES = 200  # DSIR stops after this many records in a row too long for the tokens left
 
 
@@ -66,7 +69,9 @@ class RetrieveConfig:
     token_budget: int = 250_000       # at most this many tokens selected (0 = no limit)
     min_similarity: float = 0.35      # cosine below this is not a match
     tokenizer: str = ""               # HF tokenizer for counts when no student is passed; "" = chars/4
-    index: Literal["flat", "hnsw"] = "flat"             # flat (exact; fine to ~1M records) | hnsw (approximate, large pools)
+    index: Literal["auto", "flat", "ivf", "hnsw"] = "auto"  # auto: flat (exact) up to index_flat_max vectors, IVF beyond
+    index_flat_max: int = vindex.FLAT_MAX  # auto switches to IVF above this many vectors
+    index_nprobe: int = 32            # IVF cells scanned per query (more: closer to exact, slower)
     distinct_prompts: bool = True     # take one record per first user turn (ShareGPT repeats popular prompts)
     deficiency_share: float = 0.5     # a deficiency query weighs this x its failure count (failures are queries too)
     passed_weight: float = 0.25       # weight of a passed dev item in the DSIR target (a failed one weighs 1)
@@ -163,39 +168,14 @@ def token_counter(tokenizer: str) -> Callable[[dict], int]:
     return count
 
 
-def pool_index(pool: list[dict], cfg: RetrieveConfig, cache_dir: str | os.PathLike):
-    """(faiss index over the pool, whether it came from the cache)."""
-    import faiss
-
+def pool_index(pool: list[dict], cfg: RetrieveConfig, cache_dir: str | os.PathLike) -> tuple[PoolIndex, dict]:
+    """The pool's view of the embedder's persisted index (``synth.vindex``), with only the records
+    it lacks embedded and added; and what that cost."""
     texts = [record_text(r) for r in pool]
     folder = cache_folder(cache_dir, cfg.embedder)
-    path = folder / f"index-{cfg.index}-{content_hash(cfg.embedder, [r['id'] for r in pool], texts)}.faiss"
-    if path.exists():
-        index = faiss.read_index(str(path))
-        if index.ntotal == len(pool):
-            return index, True
-        log.warning("cached index %s has %d vectors for %d records; rebuilding", path, index.ntotal, len(pool))
-    vecs = embed_texts(texts, cfg.embedder, cfg.batch_size, cache_path=folder)
-    t0 = time.time()
-    dim = vecs.shape[1]
-    if cfg.index == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efSearch = 128
-    else:
-        index = faiss.IndexFlatIP(dim)
-    index.add(vecs)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    faiss.write_index(index, str(tmp))
-    os.replace(tmp, path)
-    log.info("indexed %d pool vectors (%s) in %.2f s -> %s", index.ntotal, cfg.index, time.time() - t0, path)
-    return index, False
-
-
-def search(index, query_vecs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(similarities, pool indices) of each query's k nearest records; index -1 = none."""
-    k = min(k, index.ntotal)
-    return index.search(np.ascontiguousarray(query_vecs, dtype=np.float32), k)
+    return vindex.pool_index(texts, [text_key(t, cfg.embedder) for t in texts],
+                             lambda new: embed_texts(new, cfg.embedder, cfg.batch_size, cache_path=folder),
+                             folder, cfg.index, cfg.index_flat_max, cfg.index_nprobe)
 
 
 def quota_order(lists: list[list[int]], weights, take: Callable[[int, int], int | None],
@@ -339,12 +319,9 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
     if not pool or not queries:
         write_jsonl(out_path, [])
         return {**stats, "wall_s": round(time.time() - t_start, 3)}
-    t0 = time.time()
-    index, cached = pool_index(pool, cfg, cache_dir)
-    stats["index_cached"], stats["index_s"] = cached, round(time.time() - t0, 3)
-
-    def vec(pid: int) -> np.ndarray:   # a pool record's embedding, read back from the index
-        return index.reconstruct(int(pid))
+    index, index_stats = pool_index(pool, cfg, cache_dir)
+    stats.update(index_stats)
+    vec = index.vec   # a pool record's embedding, read back from the index
     t0 = time.time()
     qvecs = embed_texts(queries, cfg.embedder, cfg.batch_size)  # queries change per round: no cache
     stats["embed_queries_s"] = round(time.time() - t0, 3)
@@ -352,7 +329,7 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
     keep, dropped = RuleSet(cfg.drop_rules).apply(pool)
     stats["dropped_by_rule"] = dropped
     t0 = time.time()
-    sims, idxs = search(index, qvecs, cfg.k_per_query)
+    sims, idxs = index.search(qvecs, cfg.k_per_query)
     stats["search_s"] = round(time.time() - t0, 4)
     w = np.asarray(weights if weights is not None else [1.0] * len(queries), dtype=np.float64)
     lists = [[p for s, p in zip(sims[q].tolist(), idxs[q].tolist()) if p >= 0 and s >= cfg.min_similarity and keep[p]]
@@ -404,7 +381,7 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
     stats["features_s"] = round(time.time() - t0, 3)
     scope = np.ones(len(pool), dtype=bool)
     if cfg.dsir_scope == "near":
-        rs, ri = search(index, qvecs, max(cfg.region_k, cfg.k_per_query))
+        rs, ri = index.search(qvecs, max(cfg.region_k, cfg.k_per_query))
         scope[:] = False
         scope[ri[(ri >= 0) & (rs >= cfg.min_similarity)]] = True
     stats["dsir_scope_records"] = int(scope.sum())
