@@ -96,7 +96,8 @@ def run(cfg: Config, run_dir: Path) -> dict:
                                           [s.fingerprint for s in earlier], *ext["retrieve"]],
                           lambda out: retrieve_stage(cfg, cache, samples, deficiencies, out,
                                                      synthesized=[e.dir / "records.jsonl" for e in earlier[0::2]],
-                                                     retrieved=[e.dir / "records.jsonl" for e in earlier[1::2]]),
+                                                     retrieved=[e.dir / "records.jsonl" for e in earlier[1::2]],
+                                                     tags=tg.dir),
                           on_done=done)
             earlier += [sy, rt]
 
@@ -156,7 +157,8 @@ def stage_inputs(cfg: Config) -> dict[str, list]:
     """What each stage reads besides its config slice and upstream outputs, for its fingerprint:
     the code's version, the suite's files, the prompt templates, the pool source."""
     return {"eval": [VERSION, suite_hash(cfg.eval.suite)],
-            "tag": [VERSION, templates_hash(("tag",), cfg.tag.prompts_dir)],
+            "tag": [VERSION, templates_hash(("tag",), cfg.tag.prompts_dir),
+                    pools_fingerprint(cfg.retrieve.pool, cfg.retrieve.pools) if cfg.tag.pool_sample else None],
             "diagnose": [VERSION, templates_hash(("diagnose", "ability"), cfg.diagnose.prompts_dir)],
             "synthesize": [VERSION, templates_hash(("instruct", "evolve", "followup"), cfg.synthesize.prompts_dir)],
             "retrieve": [VERSION, pools_fingerprint(cfg.retrieve.pool, cfg.retrieve.pools)],
@@ -170,13 +172,39 @@ def eval_stage(cfg: Config, student: str, adapter: str | None, out: Path, split:
 
 
 def tag_stage(cfg: Config, out: Path, samples: Path, cache_path: Path) -> dict:
-    from synth.tagging import tag_texts
+    """Tags of the dev items and of ``tag.pool_sample`` pool records (one teacher load; cached by
+    content across rounds), the fine-tag vocabulary over all of them, and the figures per source."""
+    from synth.embed import cache_folder, embed_texts, record_text
+    from synth.tagging import pool_sample_of, tag_stats, tag_texts, tag_vocabulary
 
     dev, _ = split_rows(read_jsonl(samples))
     texts = {sample_key(s): s["prompt"] for s in dev}
-    (tags, stats), cost = _with_teacher(cfg, lambda llm: tag_texts(llm, texts, cfg.tag, cache_path))
+    sample = []
+    if cfg.tag.pool_sample > 0:
+        from synth.pools import load_union
+
+        sample = pool_sample_of(load_union(cfg.retrieve.pool, cfg.retrieve.pools, Path(cfg.cache_dir)).records,
+                                cfg.tag.pool_sample)
+    pool_texts = {r["id"]: record_text(r) for r in sample if r["id"] not in texts}
+    (tags, stats), cost = _with_teacher(cfg, lambda llm: tag_texts(llm, {**texts, **pool_texts}, cfg.tag, cache_path))
     stats["teacher"] = cost
     write_jsonl(out / "tags.jsonl", ({"key": k, **tags[k]} for k in texts if k in tags))
+    write_jsonl(out / "pool_tags.jsonl", ({"id": r["id"], "source": r["source"], **tags[r["id"]]}
+                                          for r in sample if r["id"] in pool_texts))
+    # the fine-tag vocabulary: near-synonyms merged by embedding cosine, a frequency floor
+    folder = cache_folder(cfg.cache_dir, cfg.tag.embedder)
+    vocab, vstats = tag_vocabulary([t["fine"] for t in tags.values()],
+                                   lambda ts: embed_texts(ts, cfg.tag.embedder, cache_path=folder),
+                                   cfg.tag.merge_threshold, cfg.tag.min_count)
+    write_json(out / "vocab.json", {**vstats, "vocab": vocab})
+    by_source: dict[str, list[dict]] = {}
+    for s in dev:
+        by_source.setdefault(f"dev:{s['task']}", []).append(tags[sample_key(s)])
+    for r in sample:
+        if r["id"] in pool_texts:
+            by_source.setdefault(r["source"], []).append(tags[r["id"]])
+    stats.update(pool_sampled=len(pool_texts), by_source=tag_stats(by_source, vocab),
+                 vocabulary={k: v for k, v in vstats.items() if k != "merges"})
     write_json(out / "stats.json", stats)
     return stats
 
@@ -208,25 +236,50 @@ def synthesize_stage(cfg: Config, out: Path, deficiencies: Path, avoid: Path, ro
 
 
 def retrieve_stage(cfg: Config, cache: Path, samples: Path, deficiencies: Path, out: Path,
-                   synthesized: list[Path] = (), retrieved: list[Path] = ()) -> dict:
+                   synthesized: list[Path] = (), retrieved: list[Path] = (), tags: Path | None = None) -> dict:
     """``synthesized``/``retrieved``: earlier rounds' record files (verified synthesized records join
-    the pool; what they retrieved is not retrieved again)."""
+    the pool; what they retrieved is not retrieved again); ``tags``: the round's tag stage folder
+    (the target's tag histogram, the pool sample's tags and the vocabulary)."""
     from synth.pools import load_union
     from synth.retrieve import eval_targets, retrieve
 
     dev, failures = split_rows(read_jsonl(samples))
+    defs = read_json(deficiencies)["deficiencies"]
     # kNN queries (each failure 1, a deficiency a share of its failures) and the DSIR target (the dev items)
-    t = eval_targets(dev, failures, read_json(deficiencies)["deficiencies"], cfg.retrieve)
+    t = eval_targets(dev, failures, defs, cfg.retrieve)
     r = cfg.retrieve
     before = {rec["id"] for p in retrieved for rec in read_jsonl(p)} if r.skip_retrieved else set()
     union = load_union(r.pool, r.pools, cache, [read_records(p) for p in synthesized], r.synth_weight, before)
+    records, pool_tags, target_tags = union.records, None, None
+    if tags is not None and (tags / "vocab.json").exists():
+        records, pool_tags, target_tags = _tag_features(union.records, dev, defs, t.target_weights, tags)
     # tokens counted with the student's tokenizer; nothing longer than the trainer's max_seq_len
-    stats = retrieve(union.records, t.queries, r, cache, out / "records.jsonl", weights=t.weights,
+    stats = retrieve(records, t.queries, r, cache, out / "records.jsonl", weights=t.weights,
                      target=t.target, target_weights=t.target_weights,
                      student=resolve_model(cfg.student.model, cfg.cache_dir), max_seq_len=cfg.train.max_seq_len,
-                     groups=union.group, group_weights=union.weights)
+                     groups=union.group, group_weights=union.weights, pool_tags=pool_tags, target_tags=target_tags)
     # per pool: weight, records in the union, duplicates across pools and rounds, what its filters dropped
     return {**stats, "pools": union.stats}
+
+
+def _tag_features(records: list[dict], dev: list[dict], defs: list[dict], target_weights: list[float], tags: Path):
+    """(records with the tag stage's tags on the untagged ones, their tag features, the target's tag
+    histogram: the dev items and deficiencies at their DSIR target weights), through the vocabulary."""
+    from synth.select import tag_histogram
+    from synth.tagging import canonical_tags
+
+    vocab = read_json(tags / "vocab.json")["vocab"]
+    dev_tags = {row["key"]: row for row in read_jsonl(tags / "tags.jsonl")}
+    sampled = {row["id"]: row for row in read_jsonl(tags / "pool_tags.jsonl")} if (tags / "pool_tags.jsonl").exists() else {}
+    out = []
+    for rec in records:
+        got = sampled.get(rec["id"])
+        if got is not None and not (rec["tags"]["fine"] or rec["tags"]["macro"]):
+            rec = {**rec, "tags": {"fine": list(got["fine"]), "macro": list(got["macro"])}}
+        out.append(rec)
+    target = [canonical_tags(dev_tags.get(sample_key(s), {}), vocab) for s in dev]
+    target += [canonical_tags({"fine": d.get("tags", []), "macro": d.get("macro", [])}, vocab) for d in defs]
+    return out, [canonical_tags(rec["tags"], vocab) for rec in out], tag_histogram(target, target_weights)
 
 
 def mix_stage(cfg: Config, synthesized: Path, retrieved: Path, decontam: Path, out: Path) -> dict:

@@ -86,6 +86,7 @@ class RetrieveConfig:
     ifd_max: float = 0.0              # drop records with IFD >= this (synth/ifd.py); 0 = off, Superfiltering: 1
     multi_tag_weight: float = 0.5     # DSIR log-weight bonus x log(fine tags) (pool records carrying tags only)
     long_tail_weight: float = 1.0     # DSIR log-weight bonus for rare fine tags (pool records carrying tags only)
+    tag_match_weight: float = 1.0     # DSIR log-weight x log p_target(tags)/p_pool(tags) (tagged records; 0 = off)
 
     def __post_init__(self) -> None:
         for name in ("deficiency_share", "dsir_share"):
@@ -300,13 +301,16 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
              out_path: str | os.PathLike, weights: list[float] | None = None, *,
              target: list[str] | None = None, target_weights: list[float] | None = None,
              student: str | None = None, max_seq_len: int = 0,
-             groups: list[str] | None = None, group_weights: dict[str, float] | None = None) -> dict:
+             groups: list[str] | None = None, group_weights: dict[str, float] | None = None,
+             pool_tags: list[list[str]] | None = None, target_tags: Counter | None = None) -> dict:
     """Select pool records for ``queries`` (kNN quotas by ``weights``) and the ``target`` texts
     (DSIR; default: the queries), write them to ``out_path`` and return stats. Tokens are counted
     with ``student``'s tokenizer (else ``cfg.tokenizer``); no record over ``max_seq_len`` tokens
     (0 = no limit) is selected. ``groups`` names each record's pool (``synth.pools``): the budgets
     are split by ``group_weights`` (what a pool cannot fill spills to the others with
-    ``cfg.pool_spill``) and the summary counts records and tokens per pool."""
+    ``cfg.pool_spill``) and the summary counts records and tokens per pool. ``pool_tags`` (tag
+    features per record, ``synth.tagging.canonical_tags``; [] = untagged) and ``target_tags`` (the
+    target's tag histogram, ``select.tag_histogram``) add DSIR's tag term and the tag KL pair."""
     t_start = time.time()
     _check(cfg, queries, weights)
     if target is None:
@@ -378,6 +382,10 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
     tw = np.asarray(target_weights if target_weights is not None else [1.0] * len(target), dtype=np.float64)
     tgt = select.target_counts(grams.matrix(list(target)), tw)
     log_w = select.log_importance(feats, tgt) + select.tag_preference(pool, cfg.multi_tag_weight, cfg.long_tail_weight)
+    if pool_tags is not None and target_tags and cfg.tag_match_weight:
+        if len(pool_tags) != len(pool):
+            raise ValueError(f"retrieve: {len(pool_tags)} tag lists for {len(pool)} records")
+        log_w += cfg.tag_match_weight * select.tag_importance(pool_tags, target_tags)
     stats["features_s"] = round(time.time() - t0, 3)
     scope = np.ones(len(pool), dtype=bool)
     if cfg.dsir_scope == "near":
@@ -417,6 +425,8 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
     part = {via: [pid for pid, r in sel.taken.items() if r["meta"]["retrieval"]["via"] == via] for via in ("knn", "dsir")}
     eligible = [i for i, k in enumerate(keep) if k]
     scores = [r["meta"]["retrieval"]["score"] for r in chosen]
+    if pool_tags is not None and target_tags:
+        stats.update(_tag_match(pool_tags, target_tags, rows, [i for i in eligible if pool_tags[i]], cfg.seed))
     stats.update(
         selected=len(chosen), tokens=sel.tokens,
         kl_target_selected=round(select.kl_to(tgt, feats, rows), 4) if rows else None,
@@ -446,3 +456,17 @@ def _by_pool(sel: _Selection, groups: list[str] | None, weights: dict[str, float
         tokens[groups[p] if groups is not None else sel.pool[p].get("source", "")] += rec["meta"]["retrieval"]["tokens"]
     return {g: {"weight": (weights or {}).get(g), "pool_records": n, "selected": taken[g], "tokens": tokens[g]}
             for g, n in names.items()}
+
+
+def _tag_match(pool_tags: list[list[str]], target: Counter, rows: list[int], tagged: list[int], seed: int) -> dict:
+    """KL(target tag histogram || the selected tagged records') next to random tagged subsets of the
+    same size (mean of 5 seeded draws), and how many of each were tagged."""
+    vocab = sorted(set(target) | {t for i in tagged for t in pool_tags[i]})
+    sel = [pool_tags[i] for i in rows if pool_tags[i]]
+    rng = np.random.default_rng(seed)
+    rand = [select.tag_kl(target, [pool_tags[i] for i in rng.choice(tagged, size=len(sel), replace=False)], vocab)
+            for _ in range(5)] if sel and len(tagged) >= len(sel) else []
+    kl_sel = select.tag_kl(target, sel, vocab) if sel else None
+    return {"tagged_pool_records": len(tagged), "tagged_selected": len(sel),
+            "kl_tags_selected": round(kl_sel, 4) if kl_sel is not None else None,
+            "kl_tags_random": round(float(np.mean(rand)), 4) if rand else None}

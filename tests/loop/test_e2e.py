@@ -143,6 +143,37 @@ def test_stages_rerun_from_their_input_files_alone(smoke_run, tmp_path):
     assert read_records(tmp_path / "mx" / "train_data.jsonl") == read_records(r0 / "mix" / "train_data.jsonl")
 
 
+def test_pool_tags_vocabulary_and_tag_matched_retrieval(smoke_run, tmp_path):
+    """tag.pool_sample: the teacher tags a sample of the pool beside the dev items (cached: a second
+    round prompts nothing new), the vocabulary covers both, the summary has figures per source, and
+    retrieval reads the target's tag histogram (tag KL pair in its summary; pool records carry tags)."""
+    from loop.config import load_config
+    from loop.run import retrieve_stage, tag_stage
+
+    run_dir, _ = smoke_run
+    cfg = load_config(run_dir / "config.yaml", ["tag.pool_sample=24", "tag.min_count=1"])
+    r0 = run_dir / "round_000"
+    cache = tmp_path / "tags.jsonl"
+    st = tag_stage(cfg, tmp_path / "tg", r0 / "eval" / "samples.jsonl", cache)
+    pool_tags = [json.loads(line) for line in (tmp_path / "tg" / "pool_tags.jsonl").read_text().splitlines()]
+    assert st["pool_sampled"] == len(pool_tags) == 24 and all(t["macro"] and t["fine"] for t in pool_tags)
+    assert "pool:pool" in st["by_source"] and any(k.startswith("dev:") for k in st["by_source"])
+    assert st["by_source"]["pool:pool"]["texts"] == 24 and sum(st["by_source"]["pool:pool"]["macro_counts"].values()) == 24
+    vocab = json.loads((tmp_path / "tg" / "vocab.json").read_text())
+    assert vocab["raw_tags"] >= vocab["kept_tags"] > 0 and set(vocab["vocab"]) >= {t for r in pool_tags for t in r["fine"]}
+    # the dev tags are the run's own (tags.jsonl is unchanged by the pool sample)
+    assert (tmp_path / "tg" / "tags.jsonl").read_text() == (r0 / "tag" / "tags.jsonl").read_text()
+    again = tag_stage(cfg, tmp_path / "tg2", r0 / "eval" / "samples.jsonl", cache)
+    assert again["prompted"] == 0 and again["cached"] == again["unique"]
+    rt = retrieve_stage(cfg, Path(cfg.cache_dir), r0 / "eval" / "samples.jsonl", r0 / "diagnose" / "deficiencies.json",
+                        tmp_path / "rt", tags=tmp_path / "tg")
+    assert rt["tagged_pool_records"] == 24 and "kl_tags_selected" in rt
+    assert (rt["kl_tags_selected"] is None) == (rt["tagged_selected"] == 0)
+    sampled = {r["id"] for r in pool_tags}
+    for rec in read_records(tmp_path / "rt" / "records.jsonl"):
+        assert bool(rec["tags"]["macro"]) == (rec["id"] in sampled)
+
+
 def test_status_prints_stages_and_scores(smoke_run):
     run_dir, _ = smoke_run
     out = subprocess.run([sys.executable, "-m", "loop", "status", str(run_dir)], cwd=REPO,
