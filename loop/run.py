@@ -357,6 +357,8 @@ def _track(rd: RunDir, tracker: Tracker, p: dict, outcome: Path) -> None:
         # the matching made visible: the selected subset's distance to the dev distribution vs random's
         "retrieve/kl_target_selected": rt.summary.get("kl_target_selected"),
         "retrieve/kl_target_random": rt.summary.get("kl_target_random"),
+        "retrieve/kl_tags_selected": rt.summary.get("kl_tags_selected"),
+        "retrieve/kl_tags_random": rt.summary.get("kl_tags_random"),
         "mix/records": mx.summary.get("kept", 0),
         "train/loss": tr.summary.get("train_loss"),
         "train/tokens": tr.summary.get("tokens_seen"),
