@@ -249,7 +249,8 @@ def retrieve_stage(cfg: Config, cache: Path, samples: Path, deficiencies: Path, 
     t = eval_targets(dev, failures, defs, cfg.retrieve)
     r = cfg.retrieve
     before = {rec["id"] for p in retrieved for rec in read_jsonl(p)} if r.skip_retrieved else set()
-    union = load_union(r.pool, r.pools, cache, [read_records(p) for p in synthesized], r.synth_weight, before)
+    union = load_union(r.pool, r.pools, cache, [read_records(p) for p in synthesized], r.synth_weight, before,
+                       executor=cfg.executor)
     records, pool_tags, target_tags = union.records, None, None
     if tags is not None and (tags / "vocab.json").exists():
         records, pool_tags, target_tags = _tag_features(union.records, dev, defs, t.target_weights, tags)
@@ -257,9 +258,10 @@ def retrieve_stage(cfg: Config, cache: Path, samples: Path, deficiencies: Path, 
     stats = retrieve(records, t.queries, r, cache, out / "records.jsonl", weights=t.weights,
                      target=t.target, target_weights=t.target_weights,
                      student=resolve_model(cfg.student.model, cfg.cache_dir), max_seq_len=cfg.train.max_seq_len,
-                     groups=union.group, group_weights=union.weights, pool_tags=pool_tags, target_tags=target_tags)
+                     groups=union.group, group_weights=union.weights, pool_tags=pool_tags, target_tags=target_tags,
+                     executor=cfg.executor)
     # per pool: weight, records in the union, duplicates across pools and rounds, what its filters dropped
-    return {**stats, "pools": union.stats}
+    return {**stats, "pools": union.stats, "dedup_keys": union.dedup}
 
 
 def _tag_features(records: list[dict], dev: list[dict], defs: list[dict], target_weights: list[float], tags: Path):

@@ -74,14 +74,22 @@ class PoolUnion:
     group: list[str]                       # pool name per record
     weights: dict[str, float]              # pool name -> weight (pools holding records)
     stats: dict = field(default_factory=dict)
+    dedup: dict = field(default_factory=dict)  # where the dedup keys were computed (executor, items per node)
+
+
+def _exact_keys():
+    """A batch function for ``synth.executor.map_batches``: records -> their dedup keys."""
+    return lambda recs: [exact_key(r) for r in recs]
 
 
 def load_union(pool: PoolConfig, pools: list[PoolSource], cache_dir: str | os.PathLike,
                synthesized: Iterable[list[dict]] = (), synth_weight: float = 0.0,
-               retrieved_before: Iterable[str] = ()) -> PoolUnion:
+               retrieved_before: Iterable[str] = (), executor=None) -> PoolUnion:
     """The configured pools, then the verified ``synthesized`` records (one list per earlier round,
     oldest first) when ``synth_weight`` > 0, deduplicated by normalised text; records whose id is in
-    ``retrieved_before`` are left out."""
+    ``retrieved_before`` are left out. ``executor`` (``synth.executor``) computes the keys."""
+    from synth.executor import map_batches
+
     skip = set(retrieved_before)
     parts: list[tuple[str, float, list[dict], dict]] = []
     for _, cfg, w in pool_configs(pool, pools):
@@ -89,6 +97,9 @@ def load_union(pool: PoolConfig, pools: list[PoolSource], cache_dir: str | os.Pa
     if synth_weight > 0:
         recs = [r for rnd in synthesized for r in rnd if (r.get("meta") or {}).get("verified") is True]
         parts.append((SYNTH_POOL, synth_weight, recs, {}))
+    candidates = [r for _, _, recs, _ in parts for r in recs if r["id"] not in skip]
+    keyed = map_batches(candidates, _exact_keys, executor)
+    key_of = {id(r): k for r, k in zip(candidates, keyed.results)}
     seen: set[str] = set()
     records, group, stats = [], [], {}
     for name, w, recs, extra in parts:
@@ -97,7 +108,7 @@ def load_union(pool: PoolConfig, pools: list[PoolSource], cache_dir: str | os.Pa
             if r["id"] in skip:
                 c["retrieved_before"] += 1
                 continue
-            key = exact_key(r)
+            key = key_of[id(r)]
             if key in seen:
                 c["duplicate"] += 1      # in an earlier pool or an earlier round already
                 continue
@@ -108,4 +119,6 @@ def load_union(pool: PoolConfig, pools: list[PoolSource], cache_dir: str | os.Pa
         stats[name] = {"weight": w, "records": c["records"], "dropped_duplicate": c["duplicate"],
                        "dropped_retrieved_before": c["retrieved_before"], **extra}
     weights = {n: s["weight"] for n, s in stats.items() if s["records"] and s["weight"] > 0}
-    return PoolUnion(records, group, weights, stats)
+    dedup = {"executor": executor.kind if executor is not None else "local", "nodes": dict(keyed.nodes),
+             "seconds": keyed.seconds}
+    return PoolUnion(records, group, weights, stats, dedup)

@@ -169,14 +169,20 @@ def token_counter(tokenizer: str) -> Callable[[dict], int]:
     return count
 
 
-def pool_index(pool: list[dict], cfg: RetrieveConfig, cache_dir: str | os.PathLike) -> tuple[PoolIndex, dict]:
+def pool_index(pool: list[dict], cfg: RetrieveConfig, cache_dir: str | os.PathLike,
+               executor=None) -> tuple[PoolIndex, dict]:
     """The pool's view of the embedder's persisted index (``synth.vindex``), with only the records
-    it lacks embedded and added; and what that cost."""
+    it lacks embedded (``executor``: where; ``synth.executor``) and added; and what that cost."""
     texts = [record_text(r) for r in pool]
     folder = cache_folder(cache_dir, cfg.embedder)
-    return vindex.pool_index(texts, [text_key(t, cfg.embedder) for t in texts],
-                             lambda new: embed_texts(new, cfg.embedder, cfg.batch_size, cache_path=folder),
-                             folder, cfg.index, cfg.index_flat_max, cfg.index_nprobe)
+    report: dict = {}
+    view, stats = vindex.pool_index(
+        texts, [text_key(t, cfg.embedder) for t in texts],
+        lambda new: embed_texts(new, cfg.embedder, cfg.batch_size, cache_path=folder, executor=executor, report=report),
+        folder, cfg.index, cfg.index_flat_max, cfg.index_nprobe)
+    if report:
+        stats["embed_pool"] = report
+    return view, stats
 
 
 def quota_order(lists: list[list[int]], weights, take: Callable[[int, int], int | None],
@@ -302,7 +308,8 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
              target: list[str] | None = None, target_weights: list[float] | None = None,
              student: str | None = None, max_seq_len: int = 0,
              groups: list[str] | None = None, group_weights: dict[str, float] | None = None,
-             pool_tags: list[list[str]] | None = None, target_tags: Counter | None = None) -> dict:
+             pool_tags: list[list[str]] | None = None, target_tags: Counter | None = None,
+             executor=None) -> dict:
     """Select pool records for ``queries`` (kNN quotas by ``weights``) and the ``target`` texts
     (DSIR; default: the queries), write them to ``out_path`` and return stats. Tokens are counted
     with ``student``'s tokenizer (else ``cfg.tokenizer``); no record over ``max_seq_len`` tokens
@@ -310,7 +317,8 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
     are split by ``group_weights`` (what a pool cannot fill spills to the others with
     ``cfg.pool_spill``) and the summary counts records and tokens per pool. ``pool_tags`` (tag
     features per record, ``synth.tagging.canonical_tags``; [] = untagged) and ``target_tags`` (the
-    target's tag histogram, ``select.tag_histogram``) add DSIR's tag term and the tag KL pair."""
+    target's tag histogram, ``select.tag_histogram``) add DSIR's tag term and the tag KL pair.
+    ``executor`` (``synth.executor.ExecutorConfig``) says where new pool records are embedded."""
     t_start = time.time()
     _check(cfg, queries, weights)
     if target is None:
@@ -323,7 +331,7 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
     if not pool or not queries:
         write_jsonl(out_path, [])
         return {**stats, "wall_s": round(time.time() - t_start, 3)}
-    index, index_stats = pool_index(pool, cfg, cache_dir)
+    index, index_stats = pool_index(pool, cfg, cache_dir, executor)
     stats.update(index_stats)
     vec = index.vec   # a pool record's embedding, read back from the index
     t0 = time.time()
