@@ -186,7 +186,8 @@ def tag_stage(cfg: Config, out: Path, samples: Path, cache_path: Path) -> dict:
         sample = pool_sample_of(load_union(cfg.retrieve.pool, cfg.retrieve.pools, Path(cfg.cache_dir)).records,
                                 cfg.tag.pool_sample)
     pool_texts = {r["id"]: record_text(r) for r in sample if r["id"] not in texts}
-    (tags, stats), cost = _with_teacher(cfg, lambda llm: tag_texts(llm, {**texts, **pool_texts}, cfg.tag, cache_path))
+    (tags, stats), cost = _with_teacher(cfg, lambda llm: tag_texts(llm, {**texts, **pool_texts}, cfg.tag, cache_path),
+                                        mapped=cfg.executor.kind == "ray")
     stats["teacher"] = cost
     write_jsonl(out / "tags.jsonl", ({"key": k, **tags[k]} for k in texts if k in tags))
     write_jsonl(out / "pool_tags.jsonl", ({"id": r["id"], "source": r["source"], **tags[r["id"]]}
@@ -309,18 +310,27 @@ def _teacher(fn, cfg: Config, out: Path, **kw) -> dict:
     return fn(cfg, out, **kw)
 
 
-def _with_teacher(cfg: Config, fn) -> tuple:
+def _with_teacher(cfg: Config, fn, mapped: bool = False) -> tuple:
     """(``fn(llm)``, the teacher's cost: token usage and seconds) with the teacher loaded once; the
-    stage puts the cost in its summary (DONE, W&B and the report's cost figures)."""
+    stage puts the cost in its summary (DONE, W&B and the report's cost figures). ``mapped``: the
+    teacher runs on the executor's workers (``executor.kind: ray``; each loads its own copy)."""
     from synth.llm import load_llm
 
     t0 = time.time()
-    llm = load_llm(cfg.teacher)
+    if mapped:
+        from synth.executor import MappedLLM
+
+        llm = MappedLLM(cfg.teacher, cfg.executor)
+    else:
+        llm = load_llm(cfg.teacher)
     try:
         result = fn(llm)
     finally:
         llm.close()
-    return result, {**llm.usage, "seconds": round(time.time() - t0, 1)}
+    cost = {**llm.usage, "seconds": round(time.time() - t0, 1)}
+    if mapped:
+        cost.update(executor=cfg.executor.kind, nodes=dict(llm.nodes))
+    return result, cost
 
 
 # ------------------------------------------------------------------ decisions and tracking

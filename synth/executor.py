@@ -9,12 +9,14 @@ cluster at ``executor.address`` ("" starts a local one; ``auto`` joins the one `
 made), and returns the results in the items' order with the Ray node each batch ran on.
 ``make_fn`` must pickle (a top-level function or a ``functools.partial`` of one).
 
-The pool-wide maps that use it: embedding the texts the index lacks (``synth.embed``) and the
-content keys of the union's cross-pool dedup (``synth.pools``). Ray is an optional extra
-(``pip install -e '.[ray]'``).
+The pool-wide maps that use it: embedding the texts the index lacks (``synth.embed``), the
+content keys of the union's cross-pool dedup (``synth.pools``) and the teacher's tagging of the
+pool sample (``MappedLLM``: the LLM protocol over ``map_batches``, each worker loading its own
+copy of the teacher). Ray is an optional extra (``pip install -e '.[ray]'``).
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import time
@@ -115,3 +117,43 @@ def _ray_map(items: list, make_fn, cfg: ExecutorConfig) -> MapResult:
         seen_batches.add(int(row["i"]) // cfg.batch_size)
     log.info("ray map: %d items in %d batches over %d node(s)", len(items), len(seen_batches), len(nodes))
     return MapResult(results, nodes, 0.0)
+
+
+# ------------------------------------------------------------------ the teacher as a pool-wide map
+def _llm_batch(llm_cfg, sampling):
+    """A batch function: prompts -> [{"text", "usage"}], the LLM loaded once per worker (the batch's
+    token usage rides on its first item)."""
+    from synth.llm import load_llm
+
+    llm = load_llm(llm_cfg)
+
+    def run(prompts: list) -> list:
+        before = dict(llm.usage)
+        out = llm.generate(prompts, sampling)
+        delta = {k: v - before.get(k, 0) for k, v in llm.usage.items() if isinstance(v, (int, float))}
+        return [{"text": t, "usage": delta if i == 0 else None} for i, t in enumerate(out)]
+    return run
+
+
+class MappedLLM:
+    """The LLM protocol (``generate``, ``usage``, ``close``) over ``map_batches``: with
+    ``kind: ray`` each Ray worker loads its own copy of the model from ``llm_cfg``."""
+
+    def __init__(self, llm_cfg, cfg: ExecutorConfig):
+        self.llm_cfg, self.cfg = llm_cfg, cfg
+        self.usage: dict = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
+        self.nodes: Counter = Counter()
+
+    def generate(self, prompts, sampling) -> list[str]:
+        prompts = list(prompts)
+        per = max(1, min(self.cfg.batch_size, -(-len(prompts) // self.cfg.workers)))   # every worker gets some
+        cfg = ExecutorConfig(self.cfg.kind, self.cfg.address, self.cfg.workers, per, self.cfg.min_items)
+        res = map_batches(prompts, functools.partial(_llm_batch, self.llm_cfg, sampling), cfg)
+        for r in res.results:
+            for k, v in (r["usage"] or {}).items():
+                self.usage[k] = self.usage.get(k, 0) + v
+        self.nodes.update(res.nodes)
+        return [r["text"] for r in res.results]
+
+    def close(self) -> None:
+        pass

@@ -111,3 +111,20 @@ def test_ray_map_dedup_and_embedding_match_local_and_use_both_nodes(ray_cluster,
     again: dict = {}
     embed_texts(texts, cache_path=tmp_path / "emb", executor=cfg, report=again)
     assert again == {}                                                               # all from the cache
+
+
+def test_teacher_tagging_as_a_ray_map_matches_local(ray_cluster, tmp_path):
+    """MappedLLM: the scripted teacher loaded on each worker tags like the in-process one, with the
+    same token usage, on both nodes."""
+    from synth.executor import MappedLLM
+    from synth.llm import LLMConfig, load_llm
+    from synth.tagging import TagConfig, tag_texts
+
+    texts = {f"t{i}": f"Compute {i} + {i * 3} and explain the python function for item {i}." for i in range(40)}
+    teacher = LLMConfig(backend="fake", model="builtin")
+    local_llm = load_llm(teacher)
+    local, _ = tag_texts(local_llm, texts, TagConfig(), tmp_path / "a.jsonl")
+    mapped = MappedLLM(teacher, ExecutorConfig(kind="ray", address=ray_cluster, workers=2))
+    remote, stats = tag_texts(mapped, texts, TagConfig(), tmp_path / "b.jsonl")
+    assert remote == local and stats["parse_failures"] == 0
+    assert mapped.usage == local_llm.usage and len(mapped.nodes) == 2
