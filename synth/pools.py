@@ -94,7 +94,8 @@ def load_union(pool: PoolConfig, pools: list[PoolSource], cache_dir: str | os.Pa
     parts: list[tuple[str, float, list[dict], dict]] = []
     for _, cfg, w in pool_configs(pool, pools):
         parts.append((pool_name(cfg), w, load_pool(cfg, cache_dir), {"conversion": pool_stats(cfg, cache_dir)}))
-    if synth_weight > 0:
+    synthesized = list(synthesized)
+    if synth_weight > 0 and synthesized:     # from round 1 on
         recs = [r for rnd in synthesized for r in rnd if (r.get("meta") or {}).get("verified") is True]
         parts.append((SYNTH_POOL, synth_weight, recs, {}))
     candidates = [r for _, _, recs, _ in parts for r in recs if r["id"] not in skip]
