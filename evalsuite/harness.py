@@ -283,7 +283,7 @@ def run_eval(cfg: EvalConfig, model: str, adapter: str | None, out_dir: Path, sp
     t0 = time.time()
     out_dir = Path(out_dir)
     # lm-eval calls our scorers in this process: they read the choice from the environment
-    os.environ[sandbox.ENV_VAR] = cfg.sandbox
+    want = sandbox.apply_setting(cfg.sandbox)
     ran_before = sandbox.programs_run()
     suite = load_suite(cfg.suite)
     tm = task_manager(suite)
@@ -328,7 +328,7 @@ def run_eval(cfg: EvalConfig, model: str, adapter: str | None, out_dir: Path, sp
                         filter_name=entry.filter, dev_ratio=cfg.dev_ratio, id_prefix=prefix[leaf])
 
     summary = summarize(rows, bootstrap=cfg.bootstrap, seed=cfg.seed)
-    box = sandbox.describe(cfg.sandbox)  # which mechanism ran the suite's model-written code
+    box = sandbox.describe(want)  # which mechanism ran the suite's model-written code
     out = {
         "tasks": {name: {"metric": metric_of[name], **summary.get(name, {})} for name in metric_of},
         "lm_eval_version": lm_eval_version(),

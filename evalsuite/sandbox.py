@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evalsuite import sandbox_mechanisms as mech
-from evalsuite.sandbox_mechanisms import ENV_VAR, SandboxUnavailable, describe
+from evalsuite.sandbox_mechanisms import ENV_VAR, SandboxUnavailable, apply_setting, describe, resolve
 
-__all__ = ["ENV_VAR", "SandboxResult", "SandboxUnavailable", "describe", "programs_run", "run_code"]
+__all__ = ["ENV_VAR", "SandboxResult", "SandboxUnavailable", "apply_setting", "describe", "programs_run", "resolve",
+           "run_code"]
 
 OUTPUT_BYTES = 16 * 1024 * 1024   # RLIMIT_FSIZE: per file, stdout and stderr included
 NPROC = 64                        # threads + processes, enforced inside a fresh user namespace

@@ -148,6 +148,17 @@ def command(mechanism: str, tmp: Path, fds: dict[str, int]) -> list[str]:
 
 # ---- choosing one ------------------------------------------------------------------------
 
+def apply_setting(value: str) -> str:
+    """Make ``value`` (a config's ``sandbox``) the choice for this process and its children, which
+    read $SYNTHLOOP_SANDBOX; ``auto`` leaves a choice already in the environment standing (an admin
+    or a test harness may pin one). Returns the choice in force."""
+    if value not in MECHANISMS:
+        raise ValueError(f"sandbox mechanism {value!r}: must be one of {list(MECHANISMS)}")
+    if value != "auto" or not os.environ.get(ENV_VAR):
+        os.environ[ENV_VAR] = value
+    return requested()
+
+
 def requested() -> str:
     """The mechanism asked for: $SYNTHLOOP_SANDBOX (set by run_eval), else ``auto``."""
     value = os.environ.get(ENV_VAR, "auto") or "auto"

@@ -28,6 +28,7 @@ def check(cfg, run_dir: Path) -> dict:
     _teacher(cfg.teacher)
     if cfg.eval.backend == "vllm":
         _package("eval.backend", "vllm", "pip install -e '.[vllm]'")
+    _sandbox(cfg.eval.sandbox)
     pool_records = _pool(cfg)
     found = {"tasks": _suite(cfg.eval), "pool_records": pool_records}
     log.info("preflight: %s tasks (%s items), pool of %d records, checked in %.1f s", len(found["tasks"]),
@@ -80,6 +81,18 @@ def _teacher(t) -> None:
     if t.backend == "vllm":
         _package("teacher.backend", "vllm", "pip install -e '.[vllm]'")
     _model("teacher.model", t.model)
+
+
+def _sandbox(value: str) -> None:
+    """The eval's code tasks and synthesis's verifiers run model-written code: the mechanism asked
+    for must confine it here (or the user opted in to unsafe-host). Also makes the choice the one
+    every stage and child process reads."""
+    from evalsuite import sandbox
+
+    try:
+        sandbox.resolve(sandbox.apply_setting(value))
+    except sandbox.SandboxUnavailable as exc:
+        raise PreflightError(f"eval.sandbox: {_one_line(exc)}") from None
 
 
 def _suite(eval_cfg) -> dict[str, int]:

@@ -116,7 +116,8 @@ def run(cfg: Config, run_dir: Path) -> dict:
             #    evaluated on the same items. It never feeds the next round.
             control = None
             if cfg.control == "random":
-                cd = rd.stage(r, "control_data", [cfg.control, cfg.seed, cfg.mix, mx.fingerprint, *ext["retrieve"]],
+                cd = rd.stage(r, "control_data", [cfg.control, cfg.seed, cfg.mix, mx.fingerprint, cfg.retrieve.drop_rules,
+                                                     cfg.retrieve.split_long, cfg.train.max_seq_len, *ext["retrieve"]],
                               lambda out: control_data_stage(cfg, cache, student, mx.dir / "train_data.jsonl",
                                                              decontam, r, out), on_done=done)
                 ct = rd.stage(r, "control_train", [cfg.train, cfg.student, cd.fingerprint, train_fp, *ext["train"]],
@@ -300,7 +301,9 @@ def control_data_stage(cfg: Config, cache: Path, student: str, targeted: Path, d
 
     return random_control(load_union(cfg.retrieve.pool, cfg.retrieve.pools, cache).records, read_records(targeted),
                           [row["text"] for row in read_jsonl(decontam)], cfg.mix, token_counter(student),
-                          seed=cfg.seed + round_idx, out_path=out / "train_data.jsonl")
+                          seed=cfg.seed + round_idx, out_path=out / "train_data.jsonl",
+                          max_seq_len=cfg.train.max_seq_len, drop_rules=cfg.retrieve.drop_rules,
+                          split_long=cfg.retrieve.split_long)
 
 
 def _teacher(fn, cfg: Config, out: Path, **kw) -> dict:

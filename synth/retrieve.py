@@ -216,6 +216,25 @@ def quota_order(lists: list[list[int]], weights, take: Callable[[int, int], int 
     return used
 
 
+def fit_record(rec: dict, count: Callable[[dict], int], max_seq_len: int,
+               split_long: bool = True) -> tuple[list[dict], int] | None:
+    """(messages, tokens) of ``rec`` or, when it is over ``max_seq_len`` tokens (0 = no limit), of its
+    longest prefix of whole exchanges that fits; None when nothing fits (the trainer would skip it).
+    The one length gate: retrieval and the control arm both select through it."""
+    msgs = rec["messages"]
+    n = count(rec)
+    if not max_seq_len or n <= max_seq_len:
+        return msgs, n
+    if split_long:
+        head = 1 if msgs[0]["role"] == "system" else 0
+        ends = [i + 1 for i in range(head, len(msgs)) if msgs[i]["role"] == "assistant"][:-1]
+        for end in reversed(ends):
+            n = count({"messages": msgs[:end]})
+            if n <= max_seq_len:
+                return msgs[:end], n
+    return None
+
+
 class _Selection:
     """The records taken so far and the gates every candidate passes, with their counts."""
 
@@ -235,22 +254,8 @@ class _Selection:
         self._fit: dict[int, tuple[list[dict], int] | None] = {}
 
     def _fitting(self, pid: int) -> tuple[list[dict], int] | None:
-        """(messages, tokens) of the record or of its longest prefix of whole exchanges that fits."""
         if pid not in self._fit:
-            msgs = self.pool[pid]["messages"]
-            n = self.count(self.pool[pid])
-            fit = (msgs, n)
-            if self.max_seq_len and n > self.max_seq_len:
-                fit = None
-                head = 1 if msgs[0]["role"] == "system" else 0
-                ends = [i + 1 for i in range(head, len(msgs)) if msgs[i]["role"] == "assistant"][:-1]
-                if self.cfg.split_long:
-                    for end in reversed(ends):
-                        n = self.count({"messages": msgs[:end]})
-                        if n <= self.max_seq_len:
-                            fit = (msgs[:end], n)
-                            break
-            self._fit[pid] = fit
+            self._fit[pid] = fit_record(self.pool[pid], self.count, self.max_seq_len, self.cfg.split_long)
         return self._fit[pid]
 
     def take(self, pid: int, budget_tokens: float, meta: dict) -> int | None:

@@ -13,6 +13,25 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _confinement_or_opt_in() -> None:
+    """Tests that score code (the tiny model's gibberish, the fake teacher's snippets) need a sandbox.
+    Where neither bubblewrap nor user namespaces work, run them unconfined (the explicit opt-in the
+    loop offers users), say so once, and let the hostile catalogue skip (it checks the kernel itself)."""
+    from evalsuite import sandbox_mechanisms as mech
+
+    if os.environ.get(mech.ENV_VAR):
+        return
+    try:
+        mech.resolve("auto")
+    except mech.SandboxUnavailable as exc:
+        os.environ[mech.ENV_VAR] = "unsafe-host"
+        print(f"\ntests: {exc} -> {mech.ENV_VAR}=unsafe-host for code-scoring tests "
+              "(apt-get install bubblewrap to test them confined)")
+
+
+_confinement_or_opt_in()
 EMBEDDED_STUDENT = "embedded:smollm2-135m-instruct"
 
 

@@ -70,7 +70,7 @@ def user_suite(tmp_path_factory):
 def test_user_benchmarks_run_through_the_cli(user_suite, tiny_model_path, tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "evalsuite", "--suite", str(user_suite), "--model", tiny_model_path,
-                           "--limit", "2", "--bootstrap", "20", "--out", str(out)],
+                           "--limit", "2", "--bootstrap", "20", "--out", str(out), "--sandbox", "unsafe-host"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in ("my_numbers", "my_facts", "my_choices", "my_code", "my_yaml_task", "math_offline"):
@@ -78,6 +78,8 @@ def test_user_benchmarks_run_through_the_cli(user_suite, tiny_model_path, tmp_pa
     res = json.loads((out / "results.json").read_text())
     assert res["tasks"]["my_choices"]["metric"] == "acc"
     assert res["tasks"]["my_code"]["metric"] == "pass_at_1"
+    # --sandbox reaches the scorers: the explicit opt-in is what ran the code, and it is recorded
+    assert res["sandbox"]["requested"] == res["sandbox"]["mechanism"] == "unsafe-host" and res["sandbox"]["warning"]
     assert res["tasks"]["my_numbers"]["metric"] == "exact_match"
     rows = read_jsonl(out / "samples.jsonl")
     by_task = {}

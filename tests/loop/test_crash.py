@@ -159,7 +159,7 @@ def _pause_delay(ref, rng):     # the driver pauses PAUSE before and after the s
 TARGETS = [
     Target("start-up", None, lambda *_: True, lambda ref, rng: rng.uniform(0.2, 2.0)),
     Target("eval", "round_000/eval", _tmp("round_000", "eval"),
-           lambda ref, rng: rng.uniform(0.05, 0.8) * ref["round_000/eval"]),
+           lambda ref, rng: rng.uniform(0.05, 0.4) * ref["round_000/eval"]),
     *(Target(s, f"round_000/{s}", _tmp("round_000", s), _pause_delay) for s in ("tag", "diagnose", "synthesize")),
     Target("retrieve", "round_000/retrieve", _tmp("round_000", "retrieve"),
            lambda ref, rng: rng.uniform(0.0, 0.8) * (ref["round_000/retrieve"] + 2 * PAUSE)),
@@ -167,9 +167,9 @@ TARGETS = [
     Target("train (checkpoint save)", "round_000/train", lambda run_dir, fam, t0: _saving_checkpoint(run_dir, t0),
            lambda ref, rng: rng.uniform(0.0, 0.02)),
     Target("train (process)", "round_000/train", lambda run_dir, fam, t0: fam.has("-m", "train"),
-           lambda ref, rng: rng.uniform(0.05, 0.8) * ref["round_000/train"]),
+           lambda ref, rng: rng.uniform(0.05, 0.4) * ref["round_000/train"]),
     Target("final eval", "final/eval", _tmp("final", "eval"),
-           lambda ref, rng: rng.uniform(0.05, 0.8) * ref["round_001/eval"]),
+           lambda ref, rng: rng.uniform(0.05, 0.4) * ref["round_001/eval"]),
 ]
 
 

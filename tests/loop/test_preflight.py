@@ -85,6 +85,24 @@ def test_bad_input_is_one_line_and_exit_2_before_any_work(case, setup, capsys):
     assert not list((t / "run").glob("round_*")), "no stage ran"
 
 
+def test_a_sandbox_that_cannot_confine_code_stops_before_work(setup, capsys, monkeypatch):
+    from evalsuite import sandbox_mechanisms as mech
+
+    t, args, *_ = setup
+    monkeypatch.setenv(mech.ENV_VAR, "auto")      # restored afterwards: the loop sets it for its stages
+    monkeypatch.setattr(mech, "probe", lambda m: "not installed")
+    assert main(args + ["eval.sandbox=bwrap"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.search(r"eval.sandbox: sandbox: cannot confine model-written code here \(bwrap: not installed\); "
+                     r"install bubblewrap", last), last
+    assert not list((t / "run").glob("round_*"))
+    # the user's explicit opt-in passes (and is what every stage then reads)
+    monkeypatch.setattr(mech, "probe", lambda m: "not installed")
+    from loop import preflight
+    preflight._sandbox("unsafe-host")
+    assert mech.requested() == "unsafe-host"
+
+
 def test_the_real_cli_prints_no_traceback_and_debug_shows_one(setup):
     t, args, data, *_ = setup
     data.write_text("")
