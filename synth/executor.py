@@ -104,11 +104,12 @@ def _ray_map(items: list, make_fn, cfg: ExecutorConfig) -> MapResult:
     ray = init_ray(cfg)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
-    ctx.wait_for_min_actors_s = 600     # every worker ready (model loaded) before batches go out
+    ctx.wait_for_min_actors_s = 600     # every worker ready (model loaded) before batches go out,
+    # one batch at a time per worker: a fast worker cannot queue every batch while another is idle
     ds = ray.data.from_items([{"i": i, "x": x} for i, x in enumerate(items)],
                              override_num_blocks=max(1, -(-len(items) // cfg.batch_size)))
     ds = ds.map_batches(_Worker, fn_constructor_args=(make_fn,), batch_size=cfg.batch_size,
-                        compute=ray.data.ActorPoolStrategy(size=cfg.workers), num_cpus=1, batch_format="numpy")
+                        compute=ray.data.ActorPoolStrategy(size=cfg.workers, max_tasks_in_flight_per_actor=1), num_cpus=1, batch_format="numpy")
     results: list[Any] = [None] * len(items)
     nodes: Counter = Counter()
     seen_batches: set = set()
