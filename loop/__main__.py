@@ -145,7 +145,7 @@ def _all_local(cfg) -> bool:
         return model.startswith("embedded:") or Path(model).exists() or model == "builtin"
 
     return (local(cfg.student.model) and local(cfg.teacher.model) and cfg.eval.suite != "hub"
-            and not cfg.retrieve.pool.source.startswith("hf:"))
+            and not any(p.source.startswith("hf:") for p in [cfg.retrieve.pool, *cfg.retrieve.pools]))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from typing import Literal
 from evalsuite import typedconfig
 from evalsuite.harness import EvalConfig
 from synth.diagnose import DiagnoseConfig
+from synth.executor import ExecutorConfig
 from synth.generate import SynthConfig
 from synth.llm.base import LLMConfig
 from synth.mix import MixConfig
@@ -65,6 +66,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     stop: StopConfig = field(default_factory=StopConfig)
+    # where the pool-wide maps (embedding new pool records, dedup keys) run: local | ray (Ray Data)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
 
 
 # ---------------------------------------------------------------- loading

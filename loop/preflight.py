@@ -107,13 +107,22 @@ def _suite(eval_cfg) -> dict[str, int]:
 
 
 def _pool(cfg) -> int:
+    """Every configured pool converts (a row of unknown format is named by file and row)."""
     from evalsuite.records import RecordError
     from synth.pool import load_pool
+    from synth.pools import pool_configs
 
     try:
-        return len(load_pool(cfg.retrieve.pool, Path(cfg.cache_dir)))
-    except (RecordError, ValueError, OSError, RuntimeError) as exc:
-        raise PreflightError(f"retrieve.pool.source: {_one_line(exc)}") from None
+        pools = pool_configs(cfg.retrieve.pool, cfg.retrieve.pools)
+    except ValueError as exc:
+        raise PreflightError(_one_line(exc)) from None
+    n = 0
+    for key, pool_cfg, _ in pools:
+        try:
+            n += len(load_pool(pool_cfg, Path(cfg.cache_dir)))
+        except (RecordError, ValueError, OSError, RuntimeError) as exc:
+            raise PreflightError(f"{key}: {_one_line(exc)}") from None
+    return n
 
 
 def _one_line(exc: BaseException) -> str:

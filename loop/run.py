@@ -24,7 +24,7 @@ from loop.artifacts import RunDir, StageResult
 from loop.config import Config, save_config, to_dict
 from loop.report import write_report
 from loop.tracking import Tracker
-from synth.pool import source_fingerprint
+from synth.pools import fingerprint as pools_fingerprint
 from synth.prompts import templates_hash
 
 log = logging.getLogger("loop")
@@ -45,6 +45,7 @@ def run(cfg: Config, run_dir: Path) -> dict:
     ext = stage_inputs(cfg)
 
     adapter, train_fp, history = None, "base", []
+    earlier = []                # the synthesize and retrieve stages of the rounds so far, alternating
     measured: list[dict] = []   # every student evaluated, in order: where, adapter, results
     pending = None              # round r's figures: logged once the adapter it trained is measured
     try:
@@ -92,10 +93,16 @@ def run(cfg: Config, run_dir: Path) -> dict:
                               lambda out: teacher.run(synthesize_stage, out, deficiencies=deficiencies,
                                                       avoid=decontam, round_idx=r), on_done=done)
 
-            # 5. RETRIEVE matched records from the pool (neighbours of failures and deficiencies)
+            # 5. RETRIEVE matched records from the pools (neighbours of failures and deficiencies); earlier
+            #    rounds' verified synthesized records join them, what earlier rounds retrieved does not
             rt = rd.stage(r, "retrieve", [cfg.retrieve, cfg.student, cfg.train.max_seq_len, dg.fingerprint,
-                                          *ext["retrieve"]],
-                          lambda out: retrieve_stage(cfg, cache, samples, deficiencies, out), on_done=done)
+                                          [s.fingerprint for s in earlier], *ext["retrieve"]],
+                          lambda out: retrieve_stage(cfg, cache, samples, deficiencies, out,
+                                                     synthesized=[e.dir / "records.jsonl" for e in earlier[0::2]],
+                                                     retrieved=[e.dir / "records.jsonl" for e in earlier[1::2]],
+                                                     tags=tg.dir),
+                          on_done=done)
+            earlier += [sy, rt]
 
             # 6. MIX: dedup + decontaminate the union into the exact training input
             mx = rd.stage(r, "mix", [cfg.mix, sy.fingerprint, rt.fingerprint, *ext["mix"]],
@@ -154,10 +161,11 @@ def stage_inputs(cfg: Config) -> dict[str, list]:
     """What each stage reads besides its config slice and upstream outputs, for its fingerprint:
     the code's version, the suite's files, the prompt templates, the pool source."""
     return {"eval": [VERSION, suite_hash(cfg.eval.suite)],
-            "tag": [VERSION, templates_hash(("tag",), cfg.tag.prompts_dir)],
+            "tag": [VERSION, templates_hash(("tag",), cfg.tag.prompts_dir),
+                    pools_fingerprint(cfg.retrieve.pool, cfg.retrieve.pools) if cfg.tag.pool_sample else None],
             "diagnose": [VERSION, templates_hash(("diagnose", "ability"), cfg.diagnose.prompts_dir)],
             "synthesize": [VERSION, templates_hash(("instruct", "evolve", "followup"), cfg.synthesize.prompts_dir)],
-            "retrieve": [VERSION, source_fingerprint(cfg.retrieve.pool)],
+            "retrieve": [VERSION, pools_fingerprint(cfg.retrieve.pool, cfg.retrieve.pools)],
             "mix": [VERSION], "train": [VERSION]}
 
 
@@ -168,13 +176,40 @@ def eval_stage(cfg: Config, student: str, adapter: str | None, out: Path, split:
 
 
 def tag_stage(cfg: Config, out: Path, samples: Path, cache_path: Path) -> dict:
-    from synth.tagging import tag_texts
+    """Tags of the dev items and of ``tag.pool_sample`` pool records (one teacher load; cached by
+    content across rounds), the fine-tag vocabulary over all of them, and the figures per source."""
+    from synth.embed import cache_folder, embed_texts, record_text
+    from synth.tagging import pool_sample_of, tag_stats, tag_texts, tag_vocabulary
 
     dev, _ = split_rows(read_jsonl(samples))
     texts = {sample_key(s): s["prompt"] for s in dev}
-    (tags, stats), cost = _with_teacher(cfg, lambda llm: tag_texts(llm, texts, cfg.tag, cache_path))
+    sample = []
+    if cfg.tag.pool_sample > 0:
+        from synth.pools import load_union
+
+        sample = pool_sample_of(load_union(cfg.retrieve.pool, cfg.retrieve.pools, Path(cfg.cache_dir)).records,
+                                cfg.tag.pool_sample)
+    pool_texts = {r["id"]: record_text(r) for r in sample if r["id"] not in texts}
+    (tags, stats), cost = _with_teacher(cfg, lambda llm: tag_texts(llm, {**texts, **pool_texts}, cfg.tag, cache_path),
+                                        mapped=cfg.executor.kind == "ray")
     stats["teacher"] = cost
     write_jsonl(out / "tags.jsonl", ({"key": k, **tags[k]} for k in texts if k in tags))
+    write_jsonl(out / "pool_tags.jsonl", ({"id": r["id"], "source": r["source"], **tags[r["id"]]}
+                                          for r in sample if r["id"] in pool_texts))
+    # the fine-tag vocabulary: near-synonyms merged by embedding cosine, a frequency floor
+    folder = cache_folder(cfg.cache_dir, cfg.tag.embedder)
+    vocab, vstats = tag_vocabulary([t["fine"] for t in tags.values()],
+                                   lambda ts: embed_texts(ts, cfg.tag.embedder, cache_path=folder),
+                                   cfg.tag.merge_threshold, cfg.tag.min_count)
+    write_json(out / "vocab.json", {**vstats, "vocab": vocab})
+    by_source: dict[str, list[dict]] = {}
+    for s in dev:
+        by_source.setdefault(f"dev:{s['task']}", []).append(tags[sample_key(s)])
+    for r in sample:
+        if r["id"] in pool_texts:
+            by_source.setdefault(r["source"], []).append(tags[r["id"]])
+    stats.update(pool_sampled=len(pool_texts), by_source=tag_stats(by_source, vocab),
+                 vocabulary={k: v for k, v in vstats.items() if k != "merges"})
     write_json(out / "stats.json", stats)
     return stats
 
@@ -205,19 +240,53 @@ def synthesize_stage(cfg: Config, out: Path, deficiencies: Path, avoid: Path, ro
     return {**stats, "teacher": cost}
 
 
-def retrieve_stage(cfg: Config, cache: Path, samples: Path, deficiencies: Path, out: Path) -> dict:
-    from synth.pool import load_pool, pool_stats
+def retrieve_stage(cfg: Config, cache: Path, samples: Path, deficiencies: Path, out: Path,
+                   synthesized: list[Path] = (), retrieved: list[Path] = (), tags: Path | None = None) -> dict:
+    """``synthesized``/``retrieved``: earlier rounds' record files (verified synthesized records join
+    the pool; what they retrieved is not retrieved again); ``tags``: the round's tag stage folder
+    (the target's tag histogram, the pool sample's tags and the vocabulary)."""
+    from synth.pools import load_union
     from synth.retrieve import eval_targets, retrieve
 
     dev, failures = split_rows(read_jsonl(samples))
+    defs = read_json(deficiencies)["deficiencies"]
     # kNN queries (each failure 1, a deficiency a share of its failures) and the DSIR target (the dev items)
-    t = eval_targets(dev, failures, read_json(deficiencies)["deficiencies"], cfg.retrieve)
-    pool = load_pool(cfg.retrieve.pool, cache)
+    t = eval_targets(dev, failures, defs, cfg.retrieve)
+    r = cfg.retrieve
+    before = {rec["id"] for p in retrieved for rec in read_jsonl(p)} if r.skip_retrieved else set()
+    union = load_union(r.pool, r.pools, cache, [read_records(p) for p in synthesized], r.synth_weight, before,
+                       executor=cfg.executor)
+    records, pool_tags, target_tags = union.records, None, None
+    if tags is not None and (tags / "vocab.json").exists():
+        records, pool_tags, target_tags = _tag_features(union.records, dev, defs, t.target_weights, tags)
     # tokens counted with the student's tokenizer; nothing longer than the trainer's max_seq_len
-    stats = retrieve(pool, t.queries, cfg.retrieve, cache, out / "records.jsonl", weights=t.weights,
+    stats = retrieve(records, t.queries, r, cache, out / "records.jsonl", weights=t.weights,
                      target=t.target, target_weights=t.target_weights,
-                     student=resolve_model(cfg.student.model, cfg.cache_dir), max_seq_len=cfg.train.max_seq_len)
-    return {**stats, "pool": pool_stats(cfg.retrieve.pool, cache)}   # what the pool's filters kept and dropped
+                     student=resolve_model(cfg.student.model, cfg.cache_dir), max_seq_len=cfg.train.max_seq_len,
+                     groups=union.group, group_weights=union.weights, pool_tags=pool_tags, target_tags=target_tags,
+                     executor=cfg.executor)
+    # per pool: weight, records in the union, duplicates across pools and rounds, what its filters dropped
+    return {**stats, "pools": union.stats, "dedup_keys": union.dedup}
+
+
+def _tag_features(records: list[dict], dev: list[dict], defs: list[dict], target_weights: list[float], tags: Path):
+    """(records with the tag stage's tags on the untagged ones, their tag features, the target's tag
+    histogram: the dev items and deficiencies at their DSIR target weights), through the vocabulary."""
+    from synth.select import tag_histogram
+    from synth.tagging import canonical_tags
+
+    vocab = read_json(tags / "vocab.json")["vocab"]
+    dev_tags = {row["key"]: row for row in read_jsonl(tags / "tags.jsonl")}
+    sampled = {row["id"]: row for row in read_jsonl(tags / "pool_tags.jsonl")} if (tags / "pool_tags.jsonl").exists() else {}
+    out = []
+    for rec in records:
+        got = sampled.get(rec["id"])
+        if got is not None and not (rec["tags"]["fine"] or rec["tags"]["macro"]):
+            rec = {**rec, "tags": {"fine": list(got["fine"]), "macro": list(got["macro"])}}
+        out.append(rec)
+    target = [canonical_tags(dev_tags.get(sample_key(s), {}), vocab) for s in dev]
+    target += [canonical_tags({"fine": d.get("tags", []), "macro": d.get("macro", [])}, vocab) for d in defs]
+    return out, [canonical_tags(rec["tags"], vocab) for rec in out], tag_histogram(target, target_weights)
 
 
 def mix_stage(cfg: Config, synthesized: Path, retrieved: Path, decontam: Path, out: Path) -> dict:
@@ -230,10 +299,10 @@ def mix_stage(cfg: Config, synthesized: Path, retrieved: Path, decontam: Path, o
 def control_data_stage(cfg: Config, cache: Path, student: str, targeted: Path, decontam: Path, round_idx: int,
                        out: Path) -> dict:
     from synth.control import random_control
-    from synth.pool import load_pool
+    from synth.pools import load_union
     from synth.retrieve import token_counter
 
-    return random_control(load_pool(cfg.retrieve.pool, cache), read_records(targeted),
+    return random_control(load_union(cfg.retrieve.pool, cfg.retrieve.pools, cache).records, read_records(targeted),
                           [row["text"] for row in read_jsonl(decontam)], cfg.mix, token_counter(student),
                           seed=cfg.seed + round_idx, out_path=out / "train_data.jsonl",
                           max_seq_len=cfg.train.max_seq_len, drop_rules=cfg.retrieve.drop_rules,
@@ -286,13 +355,25 @@ def release_teacher() -> None:
         held.close()
 
 
-def _with_teacher(cfg: Config, fn) -> tuple:
+def _with_teacher(cfg: Config, fn, mapped: bool = False) -> tuple:
     """(``fn(llm)``, this call's teacher cost: token usage and seconds, loading included when this
     call loaded it) with the process's teacher, loaded on first use and kept for the next stage
-    (``TeacherHost`` releases it); the stage puts the cost in its summary (DONE, W&B, report)."""
+    (``TeacherHost`` releases it); the stage puts the cost in its summary (DONE, W&B, report).
+    ``mapped``: the teacher runs on the executor's workers (``executor.kind: ray``; each loads its
+    own copy, released when the call ends)."""
     from synth.llm import load_llm
 
     t0 = time.time()
+    if mapped:
+        from synth.executor import MappedLLM
+
+        llm = MappedLLM(cfg.teacher, cfg.executor)
+        try:
+            result = fn(llm)
+        finally:
+            llm.close()
+        return result, {**llm.usage, "seconds": round(time.time() - t0, 1), "executor": cfg.executor.kind,
+                        "nodes": dict(llm.nodes)}
     key = repr(cfg.teacher)
     if _LOADED.get("key") != key:
         release_teacher()
@@ -337,6 +418,11 @@ def _track(rd: RunDir, tracker: Tracker, p: dict, outcome: Path) -> None:
         "synthesize/multi_turn": sy.summary.get("multi_turn_records", 0),
         "retrieve/records": rt.summary.get("selected", 0),
         "retrieve/mean_similarity": rt.summary.get("mean_similarity"),
+        # the matching made visible: the selected subset's distance to the dev distribution vs random's
+        "retrieve/kl_target_selected": rt.summary.get("kl_target_selected"),
+        "retrieve/kl_target_random": rt.summary.get("kl_target_random"),
+        "retrieve/kl_tags_selected": rt.summary.get("kl_tags_selected"),
+        "retrieve/kl_tags_random": rt.summary.get("kl_tags_random"),
         "mix/records": mx.summary.get("kept", 0),
         "train/loss": tr.summary.get("train_loss"),
         "train/tokens": tr.summary.get("tokens_seen"),

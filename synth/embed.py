@@ -110,15 +110,23 @@ def _merge_shards(folder: Path, index: dict[str, int], mat: np.ndarray, shards: 
 
 # ---------------------------------------------------------------- entry point
 
+def _encoder(model: str, device: str, batch_size: int):
+    """A batch function for ``synth.executor.map_batches``: texts -> vectors, the model loaded once."""
+    enc = load_embedder(model, device)
+    return lambda texts: list(_encode(enc, texts, batch_size))
+
+
 def embed_texts(texts: Sequence[str], model: str = DEFAULT_EMBEDDER, batch_size: int = 64,
-                cache_path: str | os.PathLike | None = None, device: str = "cpu") -> np.ndarray:
+                cache_path: str | os.PathLike | None = None, device: str = "cpu",
+                executor=None, report: dict | None = None) -> np.ndarray:
     """(len(texts), dim) float32 L2-normalised embeddings; with ``cache_path`` (a folder),
-    texts embedded before by the same model are read back instead of recomputed."""
+    texts embedded before by the same model are read back instead of recomputed. ``executor``
+    (``synth.executor.ExecutorConfig`` with ``kind: ray``) embeds the new texts as a Ray Data
+    map; ``report`` receives where they were embedded (items per node) and how long it took."""
     from tqdm.auto import tqdm
 
     texts = [t[:MAX_CHARS] for t in texts]
-    model_key = "packaged-all-minilm-l6-v2" if model.lower() in _PACKAGED else model
-    keys = [content_hash(model_key, t) for t in texts]
+    keys = [text_key(t, model) for t in texts]
     index: dict[str, int] = {}
     mat = None
     shards: list[Path] = []
@@ -128,7 +136,25 @@ def embed_texts(texts: Sequence[str], model: str = DEFAULT_EMBEDDER, batch_size:
     todo = sorted({k: i for i, k in enumerate(keys) if k not in index}.values(),
                   key=lambda i: len(texts[i]))  # similar lengths per batch: less padding
     new: dict[str, np.ndarray] = {}
+    if todo and executor is not None and executor.kind == "ray":
+        import functools
+
+        from synth.executor import map_batches
+
+        res = map_batches([texts[i] for i in todo], functools.partial(_encoder, model, device, batch_size), executor)
+        for s in range(0, len(todo), SHARD_ROWS):
+            chunk = todo[s:s + SHARD_ROWS]
+            for i, v in zip(chunk, res.results[s:s + SHARD_ROWS]):
+                new[keys[i]] = np.asarray(v, dtype=np.float32)
+            if folder is not None:
+                _write_shard(folder, [keys[i] for i in chunk], np.stack([new[keys[i]] for i in chunk]))
+        if report is not None:
+            report.update(executor="ray", embedded=len(todo), nodes=dict(res.nodes), seconds=res.seconds)
+        log.info("embedded %d texts with ray in %.1f s over %d node(s)", len(todo), res.seconds, len(res.nodes))
+        todo = []
     if todo:
+        if report is not None:
+            report.update(executor="local", embedded=len(todo))
         enc = load_embedder(model, device)
         t0 = time.time()
         pending_keys, pending_vecs = [], []
@@ -160,6 +186,12 @@ def embed_texts(texts: Sequence[str], model: str = DEFAULT_EMBEDDER, batch_size:
     # renormalise: guards against cached rows from an older, unnormalised write
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     return out / np.maximum(norms, 1e-12)
+
+
+def text_key(text: str, model: str = DEFAULT_EMBEDDER) -> str:
+    """The cache key of ``text`` embedded by ``model`` (the pool index keys its vectors by it too)."""
+    model_key = "packaged-all-minilm-l6-v2" if model.lower() in _PACKAGED else model
+    return content_hash(model_key, text[:MAX_CHARS])
 
 
 def cache_folder(cache_dir: str | os.PathLike, model: str = DEFAULT_EMBEDDER) -> Path:

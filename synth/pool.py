@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 from evalsuite.records import (RecordError, content_hash, make_record, read_json, read_jsonl, write_json,
                                write_jsonl)
@@ -53,10 +53,16 @@ class PoolConfig:
     min_ascii_ratio: float = 0.0  # drop text with a lower share of ASCII letters (0 = off; ~0.9 keeps English)
     trim_trailing_user: bool = True  # a final unanswered user turn is cut rather than the record dropped
     name: str = ""                # pool name in source="pool:<name>" (default: derived from source)
+    format: Literal["auto", "sharegpt", "alpaca", "messages"] = "auto"  # auto: detected per row by its keys
 
 
 class PoolFormatError(RecordError):
     """A pool row has a format we do not know or a broken field; names file and row."""
+
+
+# the row formats and the keys that identify each (``row_turns`` checks them in this order)
+FORMATS = {"messages": "'messages'", "sharegpt": "'conversations'",
+           "alpaca": "'instruction'+'output' (or 'prompt'+'response'/'completion')"}
 
 
 # ---------------------------------------------------------------- source resolution
@@ -220,23 +226,37 @@ def _turns(where: str, key: str, turns: Any) -> list[tuple[str, str]]:
     return out
 
 
-def row_turns(where: str, row: dict) -> list[tuple[str, str]]:
-    """Detect the row's format by its keys; unknown formats raise naming the keys found."""
+def detect_format(row: dict) -> str | None:
+    """The row's format by its keys (``FORMATS``), or None."""
+    if "messages" in row:
+        return "messages"
+    if "conversations" in row:
+        return "sharegpt"
+    if ("instruction" in row and "output" in row) or ("prompt" in row and ("response" in row or "completion" in row)):
+        return "alpaca"
+    return None
+
+
+def row_turns(where: str, row: dict, fmt: str = "auto") -> list[tuple[str, str]]:
+    """Detect the row's format by its keys (or insist on ``fmt``); unknown formats raise naming the keys."""
     if not isinstance(row, dict):
         raise PoolFormatError(f"{where}: row must be a JSON object, got {type(row).__name__}")
-    if "messages" in row:
+    found = detect_format(row)
+    if fmt != "auto" and found != fmt:
+        raise PoolFormatError(f"{where}: format {fmt!r} needs {FORMATS[fmt]}, keys found {sorted(row)[:12]}")
+    if found == "messages":
         return _turns(where, "messages", row["messages"])
-    if "conversations" in row:
+    if found == "sharegpt":
         return _turns(where, "conversations", row["conversations"])
-    if "instruction" in row and "output" in row:
+    if found == "alpaca" and "instruction" in row and "output" in row:
         prompt = str(row["instruction"] or "")
         if row.get("input"):
             prompt = f"{prompt}\n\n{row['input']}"
         return [("user", prompt), ("assistant", str(row["output"] or ""))]
-    if "prompt" in row and ("response" in row or "completion" in row):
+    if found == "alpaca":
         answer = row["response"] if "response" in row else row["completion"]
         return [("user", str(row["prompt"] or "")), ("assistant", str(answer or ""))]
-    raise PoolFormatError(f"{where}: unknown row format, keys {sorted(row)}; expected 'messages', "
+    raise PoolFormatError(f"{where}: unknown row format, keys {sorted(row)[:12]}; expected 'messages', "
                           "'conversations', 'instruction'+'output' or 'prompt'+'response'")
 
 
@@ -319,7 +339,7 @@ def convert_rows(rows, cfg: PoolConfig, stats: Counter) -> Iterator[dict]:
     seen_ids: set[str] = set()
     seen_content: set[str] = set()
     for where, row in rows:
-        msgs, reason = to_messages(row_turns(where, row), cfg)
+        msgs, reason = to_messages(row_turns(where, row, cfg.format), cfg)
         if msgs is None:
             stats[f"drop_{reason}"] += 1
             continue
@@ -355,7 +375,10 @@ def convert_rows(rows, cfg: PoolConfig, stats: Counter) -> Iterator[dict]:
 
 def _cache_path(cfg: PoolConfig, cache_dir: str | os.PathLike) -> tuple[Path, str]:
     fp, where = _fingerprint(cfg)
-    key = content_hash(CACHE_VERSION, dataclasses.asdict(cfg), fp)
+    fields = dataclasses.asdict(cfg)
+    if fields["format"] == "auto":
+        del fields["format"]      # the key caches converted before the field existed still match
+    key = content_hash(CACHE_VERSION, fields, fp)
     return Path(cache_dir) / "pool" / f"{pool_name(cfg)}-{key}.jsonl", where
 
 

@@ -1,8 +1,9 @@
-"""Retrieve pool records for the student's failures (the only faiss user).
+"""Retrieve pool records for the student's failures.
 
-Pool records are embedded by their first user turn (``synth.embed.record_text``) and put in
-a FAISS inner-product index (cosine, as vectors are normalised), cached on disk next to the
-embeddings and keyed by the pool's content, so an unchanged pool is indexed once.
+Pool records are embedded by their first user turn (``synth.embed.record_text``) into the
+embedder's persisted FAISS inner-product index (``synth.vindex``: cosine, as vectors are
+normalised; keyed by text content, so a new round or an added pool embeds and adds only its new
+records; flat up to ``index_flat_max`` vectors, IVF beyond).
 
 Selection fills the record and token budgets in two parts:
 
@@ -31,6 +32,7 @@ import heapq
 import logging
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
@@ -39,20 +41,27 @@ import numpy as np
 from evalsuite.records import content_hash, write_jsonl
 from evalsuite.samples import sample_key
 from synth import select
-from synth.embed import DEFAULT_EMBEDDER, cache_folder, embed_texts, record_text
+from synth import vindex
+from synth.embed import DEFAULT_EMBEDDER, cache_folder, embed_texts, record_text, text_key
 from synth.heuristics import DropRule, RuleSet, default_rules
 from synth.overlap import words
 from synth.pool import PoolConfig
+from synth.pools import PoolSource
+from synth.vindex import PoolIndex
 
 log = logging.getLogger(__name__)
 
-INDEX_TYPES = ("flat", "hnsw")
+INDEX_TYPES = vindex.KINDS
 DSIR_MAX_MISSES = 200  # DSIR stops after this many records in a row too long for the tokens left
 
 
 @dataclass
 class RetrieveConfig:
-    pool: PoolConfig = field(default_factory=PoolConfig)
+    pool: PoolConfig = field(default_factory=PoolConfig)  # the pool, or the filters of every `pools` entry
+    pools: list[PoolSource] = field(default_factory=list)  # several pools [{source, weight, format?}]; [] = `pool`
+    synth_weight: float = 0.25        # earlier rounds' verified synthesized records join as pool "synth" (0 = off)
+    skip_retrieved: bool = True       # a record an earlier round retrieved is not retrieved again
+    pool_spill: bool = True           # budget a pool cannot fill by its weight goes to the others
     embedder: str = DEFAULT_EMBEDDER  # sentence-transformers model (packaged MiniLM by default)
     batch_size: int = 64              # embedding batch size
     k_per_query: int = 20             # nearest neighbours considered per query
@@ -60,7 +69,9 @@ class RetrieveConfig:
     token_budget: int = 250_000       # at most this many tokens selected (0 = no limit)
     min_similarity: float = 0.35      # cosine below this is not a match
     tokenizer: str = ""               # HF tokenizer for counts when no student is passed; "" = chars/4
-    index: Literal["flat", "hnsw"] = "flat"             # flat (exact; fine to ~1M records) | hnsw (approximate, large pools)
+    index: Literal["auto", "flat", "ivf", "hnsw"] = "auto"  # auto: flat (exact) up to index_flat_max vectors, IVF beyond
+    index_flat_max: int = vindex.FLAT_MAX  # auto switches to IVF above this many vectors
+    index_nprobe: int = 32            # IVF cells scanned per query (more: closer to exact, slower)
     distinct_prompts: bool = True     # take one record per first user turn (ShareGPT repeats popular prompts)
     deficiency_share: float = 0.5     # a deficiency query weighs this x its failure count (failures are queries too)
     passed_weight: float = 0.25       # weight of a passed dev item in the DSIR target (a failed one weighs 1)
@@ -75,6 +86,7 @@ class RetrieveConfig:
     ifd_max: float = 0.0              # drop records with IFD >= this (synth/ifd.py); 0 = off, Superfiltering: 1
     multi_tag_weight: float = 0.5     # DSIR log-weight bonus x log(fine tags) (pool records carrying tags only)
     long_tail_weight: float = 1.0     # DSIR log-weight bonus for rare fine tags (pool records carrying tags only)
+    tag_match_weight: float = 1.0     # DSIR log-weight x log p_target(tags)/p_pool(tags) (tagged records; 0 = off)
 
     def __post_init__(self) -> None:
         for name in ("deficiency_share", "dsir_share"):
@@ -82,6 +94,8 @@ class RetrieveConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.passed_weight < 0:
             raise ValueError(f"passed_weight must be >= 0, got {self.passed_weight}")
+        if self.synth_weight < 0:
+            raise ValueError(f"synth_weight must be >= 0 (0 = off), got {self.synth_weight}")
         if self.ifd_max < 0:
             raise ValueError(f"ifd_max must be >= 0 (0 = off), got {self.ifd_max}")
         if self.region_k < 1:
@@ -155,39 +169,20 @@ def token_counter(tokenizer: str) -> Callable[[dict], int]:
     return count
 
 
-def pool_index(pool: list[dict], cfg: RetrieveConfig, cache_dir: str | os.PathLike):
-    """(faiss index over the pool, whether it came from the cache)."""
-    import faiss
-
+def pool_index(pool: list[dict], cfg: RetrieveConfig, cache_dir: str | os.PathLike,
+               executor=None) -> tuple[PoolIndex, dict]:
+    """The pool's view of the embedder's persisted index (``synth.vindex``), with only the records
+    it lacks embedded (``executor``: where; ``synth.executor``) and added; and what that cost."""
     texts = [record_text(r) for r in pool]
     folder = cache_folder(cache_dir, cfg.embedder)
-    path = folder / f"index-{cfg.index}-{content_hash(cfg.embedder, [r['id'] for r in pool], texts)}.faiss"
-    if path.exists():
-        index = faiss.read_index(str(path))
-        if index.ntotal == len(pool):
-            return index, True
-        log.warning("cached index %s has %d vectors for %d records; rebuilding", path, index.ntotal, len(pool))
-    vecs = embed_texts(texts, cfg.embedder, cfg.batch_size, cache_path=folder)
-    t0 = time.time()
-    dim = vecs.shape[1]
-    if cfg.index == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efSearch = 128
-    else:
-        index = faiss.IndexFlatIP(dim)
-    index.add(vecs)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    faiss.write_index(index, str(tmp))
-    os.replace(tmp, path)
-    log.info("indexed %d pool vectors (%s) in %.2f s -> %s", index.ntotal, cfg.index, time.time() - t0, path)
-    return index, False
-
-
-def search(index, query_vecs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(similarities, pool indices) of each query's k nearest records; index -1 = none."""
-    k = min(k, index.ntotal)
-    return index.search(np.ascontiguousarray(query_vecs, dtype=np.float32), k)
+    report: dict = {}
+    view, stats = vindex.pool_index(
+        texts, [text_key(t, cfg.embedder) for t in texts],
+        lambda new: embed_texts(new, cfg.embedder, cfg.batch_size, cache_path=folder, executor=executor, report=report),
+        folder, cfg.index, cfg.index_flat_max, cfg.index_nprobe)
+    if report:
+        stats["embed_pool"] = report
+    return view, stats
 
 
 def quota_order(lists: list[list[int]], weights, take: Callable[[int, int], int | None],
@@ -250,7 +245,11 @@ class _Selection:
         self.rejected: set[int] = set()        # for good: same prompt, too long, too close to a taken one
         self.prompts: set[str] = set()
         self.tokens = 0
-        self.skips = {"same_prompt": 0, "diversity": 0, "too_long": 0, "budget": 0, "ifd": 0}
+        self.skips = {"same_prompt": 0, "diversity": 0, "too_long": 0, "budget": 0, "ifd": 0, "pool_share": 0}
+        self.group: list[str] | None = None    # pool name per record (several pools)
+        self.caps: dict[str, tuple[float, float]] | None = None   # pool -> (records, tokens) it may take
+        self.group_records: Counter = Counter()
+        self.group_tokens: Counter = Counter()
         self.prefixed = 0
         self._fit: dict[int, tuple[list[dict], int] | None] = {}
 
@@ -282,6 +281,12 @@ class _Selection:
         if self.tokens + n_tok > budget_tokens:
             self.skips["budget"] += 1          # a shorter record further down may still fit
             return None
+        g = self.group[pid] if self.group is not None else ""
+        if self.caps is not None:
+            max_rec, max_tok = self.caps.get(g, (0, 0))
+            if self.group_records[g] >= max_rec or self.group_tokens[g] + n_tok > max_tok:
+                self.skips["pool_share"] += 1  # its pool's share is spent (the spill pass may still take it)
+                return None
         if self.ifd is not None:               # last: two forward passes of the student
             ifd = self.ifd.score(rec)
             meta = {**meta, "ifd": round(ifd, 4)}
@@ -290,6 +295,8 @@ class _Selection:
                 self.rejected.add(pid)
                 return None
         self.tokens += n_tok
+        self.group_records[g] += 1
+        self.group_tokens[g] += n_tok
         if prompt is not None:
             self.prompts.add(prompt)
         self.diversity.add(self.vec(pid))
@@ -304,11 +311,19 @@ class _Selection:
 def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_dir: str | os.PathLike,
              out_path: str | os.PathLike, weights: list[float] | None = None, *,
              target: list[str] | None = None, target_weights: list[float] | None = None,
-             student: str | None = None, max_seq_len: int = 0) -> dict:
+             student: str | None = None, max_seq_len: int = 0,
+             groups: list[str] | None = None, group_weights: dict[str, float] | None = None,
+             pool_tags: list[list[str]] | None = None, target_tags: Counter | None = None,
+             executor=None) -> dict:
     """Select pool records for ``queries`` (kNN quotas by ``weights``) and the ``target`` texts
     (DSIR; default: the queries), write them to ``out_path`` and return stats. Tokens are counted
     with ``student``'s tokenizer (else ``cfg.tokenizer``); no record over ``max_seq_len`` tokens
-    (0 = no limit) is selected."""
+    (0 = no limit) is selected. ``groups`` names each record's pool (``synth.pools``): the budgets
+    are split by ``group_weights`` (what a pool cannot fill spills to the others with
+    ``cfg.pool_spill``) and the summary counts records and tokens per pool. ``pool_tags`` (tag
+    features per record, ``synth.tagging.canonical_tags``; [] = untagged) and ``target_tags`` (the
+    target's tag histogram, ``select.tag_histogram``) add DSIR's tag term and the tag KL pair.
+    ``executor`` (``synth.executor.ExecutorConfig``) says where new pool records are embedded."""
     t_start = time.time()
     _check(cfg, queries, weights)
     if target is None:
@@ -321,12 +336,9 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
     if not pool or not queries:
         write_jsonl(out_path, [])
         return {**stats, "wall_s": round(time.time() - t_start, 3)}
-    t0 = time.time()
-    index, cached = pool_index(pool, cfg, cache_dir)
-    stats["index_cached"], stats["index_s"] = cached, round(time.time() - t0, 3)
-
-    def vec(pid: int) -> np.ndarray:   # a pool record's embedding, read back from the index
-        return index.reconstruct(int(pid))
+    index, index_stats = pool_index(pool, cfg, cache_dir, executor)
+    stats.update(index_stats)
+    vec = index.vec   # a pool record's embedding, read back from the index
     t0 = time.time()
     qvecs = embed_texts(queries, cfg.embedder, cfg.batch_size)  # queries change per round: no cache
     stats["embed_queries_s"] = round(time.time() - t0, 3)
@@ -334,7 +346,7 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
     keep, dropped = RuleSet(cfg.drop_rules).apply(pool)
     stats["dropped_by_rule"] = dropped
     t0 = time.time()
-    sims, idxs = search(index, qvecs, cfg.k_per_query)
+    sims, idxs = index.search(qvecs, cfg.k_per_query)
     stats["search_s"] = round(time.time() - t0, 4)
     w = np.asarray(weights if weights is not None else [1.0] * len(queries), dtype=np.float64)
     lists = [[p for s, p in zip(sims[q].tolist(), idxs[q].tolist()) if p >= 0 and s >= cfg.min_similarity and keep[p]]
@@ -351,6 +363,15 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
     sel = _Selection(pool, cfg, token_counter(student or cfg.tokenizer), max_seq_len, vec, ifd)
     max_rec = cfg.max_records or None
     tok_budget = float(cfg.token_budget) if cfg.token_budget else float("inf")
+    if groups is not None:
+        if len(groups) != len(pool):
+            raise ValueError(f"retrieve: {len(groups)} pool names for {len(pool)} records")
+        sel.group = list(groups)
+        gw = {g: w for g, w in (group_weights or {}).items() if w > 0 and g in set(groups)}
+        if group_weights is not None and (len(gw) > 1 or set(groups) - set(gw)):  # one pool alone: no split
+            total = sum(gw.values())
+            sel.caps = {g: (round(max_rec * w / total) if max_rec is not None else float("inf"), tok_budget * w / total)
+                        for g, w in gw.items()}
     share = 1.0 - cfg.dsir_share
 
     def take_knn(rec_limit: int | None, tok_limit: float) -> Callable[[int, int], int | None]:
@@ -374,10 +395,14 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
     tw = np.asarray(target_weights if target_weights is not None else [1.0] * len(target), dtype=np.float64)
     tgt = select.target_counts(grams.matrix(list(target)), tw)
     log_w = select.log_importance(feats, tgt) + select.tag_preference(pool, cfg.multi_tag_weight, cfg.long_tail_weight)
+    if pool_tags is not None and target_tags and cfg.tag_match_weight:
+        if len(pool_tags) != len(pool):
+            raise ValueError(f"retrieve: {len(pool_tags)} tag lists for {len(pool)} records")
+        log_w += cfg.tag_match_weight * select.tag_importance(pool_tags, target_tags)
     stats["features_s"] = round(time.time() - t0, 3)
     scope = np.ones(len(pool), dtype=bool)
     if cfg.dsir_scope == "near":
-        rs, ri = search(index, qvecs, max(cfg.region_k, cfg.k_per_query))
+        rs, ri = index.search(qvecs, max(cfg.region_k, cfg.k_per_query))
         scope[:] = False
         scope[ri[(ri >= 0) & (rs >= cfg.min_similarity)]] = True
     stats["dsir_scope_records"] = int(scope.sum())
@@ -398,7 +423,14 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
             misses = misses + 1 if sel.skips["budget"] > before else 0
     # 3. what DSIR could not fill (few records likelier under the target) goes back to the kNN quotas
     if used is not None and cfg.dsir_share > 0 and (max_rec is None or len(sel.taken) < max_rec):
+        used = quota_order(lists, w, take_knn(max_rec, tok_budget), used, seed=cfg.seed)
+    # 4. several pools: what a pool could not fill by its weight goes to the others (kNN quotas, uncapped)
+    spilled = 0
+    if sel.caps is not None and cfg.pool_spill and (max_rec is None or len(sel.taken) < max_rec) \
+            and sel.tokens < tok_budget:
+        before, sel.caps = len(sel.taken), None
         quota_order(lists, w, take_knn(max_rec, tok_budget), used, seed=cfg.seed)
+        spilled = len(sel.taken) - before
 
     chosen = list(sel.taken.values())
     write_jsonl(out_path, chosen)
@@ -406,6 +438,8 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
     part = {via: [pid for pid, r in sel.taken.items() if r["meta"]["retrieval"]["via"] == via] for via in ("knn", "dsir")}
     eligible = [i for i, k in enumerate(keep) if k]
     scores = [r["meta"]["retrieval"]["score"] for r in chosen]
+    if pool_tags is not None and target_tags:
+        stats.update(_tag_match(pool_tags, target_tags, rows, [i for i in eligible if pool_tags[i]], cfg.seed))
     stats.update(
         selected=len(chosen), tokens=sel.tokens,
         kl_target_selected=round(select.kl_to(tgt, feats, rows), 4) if rows else None,
@@ -417,9 +451,35 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
         skipped_budget=sel.skips["budget"], skipped_same_prompt=sel.skips["same_prompt"],
         skipped_diversity=sel.skips["diversity"], skipped_too_long=sel.skips["too_long"], skipped_ifd=sel.skips["ifd"],
         kept_prefix=sel.prefixed, max_seq_len=max_seq_len or None,
+        by_pool=_by_pool(sel, groups, group_weights), spilled=spilled, skipped_pool_share=sel.skips["pool_share"],
         tokenizer=student or cfg.tokenizer or "chars/4",
         wall_s=round(time.time() - t_start, 3))
     log.info("retrieved %d records (%d kNN, %d DSIR; %d tokens) for %d queries in %.1f s; "
              "KL(target||selected) %s vs random %s", stats["selected"], len(part["knn"]), len(part["dsir"]), sel.tokens,
              len(queries), stats["wall_s"], stats["kl_target_selected"], stats["kl_target_random"])
     return stats
+
+
+def _by_pool(sel: _Selection, groups: list[str] | None, weights: dict[str, float] | None) -> dict:
+    """Per pool: its weight, records in the union, and the records and tokens selected."""
+    names = Counter(groups if groups is not None else (r.get("source", "") for r in sel.pool))
+    taken = Counter(groups[p] if groups is not None else sel.pool[p].get("source", "") for p in sel.taken)
+    tokens = Counter()
+    for p, rec in sel.taken.items():
+        tokens[groups[p] if groups is not None else sel.pool[p].get("source", "")] += rec["meta"]["retrieval"]["tokens"]
+    return {g: {"weight": (weights or {}).get(g), "pool_records": n, "selected": taken[g], "tokens": tokens[g]}
+            for g, n in names.items()}
+
+
+def _tag_match(pool_tags: list[list[str]], target: Counter, rows: list[int], tagged: list[int], seed: int) -> dict:
+    """KL(target tag histogram || the selected tagged records') next to random tagged subsets of the
+    same size (mean of 5 seeded draws), and how many of each were tagged."""
+    vocab = sorted(set(target) | {t for i in tagged for t in pool_tags[i]})
+    sel = [pool_tags[i] for i in rows if pool_tags[i]]
+    rng = np.random.default_rng(seed)
+    rand = [select.tag_kl(target, [pool_tags[i] for i in rng.choice(tagged, size=len(sel), replace=False)], vocab)
+            for _ in range(5)] if sel and len(tagged) >= len(sel) else []
+    kl_sel = select.tag_kl(target, sel, vocab) if sel else None
+    return {"tagged_pool_records": len(tagged), "tagged_selected": len(sel),
+            "kl_tags_selected": round(kl_sel, 4) if kl_sel is not None else None,
+            "kl_tags_random": round(float(np.mean(rand)), 4) if rand else None}

@@ -152,3 +152,45 @@ def tag_preference(pool: list[dict], multi_weight: float, tail_weight: float) ->
             rarity = np.mean([np.log(n_tagged / freq[t]) / norm for t in ts])
             out[i] = multi_weight * np.log(len(ts)) + tail_weight * rarity
     return out
+
+
+# ------------------------------------------------------------------ tag histograms
+def tag_histogram(tag_lists: list[list[str]], weights=None) -> Counter:
+    """Weighted tag counts; each text spreads its weight over its tags (a text with many tags does
+    not count more than one with few)."""
+    hist: Counter = Counter()
+    for i, tags in enumerate(tag_lists):
+        if tags:
+            w = 1.0 if weights is None else float(weights[i])
+            for t in tags:
+                hist[t] += w / len(tags)
+    return hist
+
+
+def tag_importance(pool_tags: list[list[str]], target: Counter) -> np.ndarray:
+    """DSIR on tags: per pool record, the mean over its tags of log p_target(t) / p_pool(t) (0 for an
+    untagged record). The pool model is the tagged pool records' histogram; the target is
+    Dirichlet-smoothed toward it (as ``log_importance``), so a tag the target never shows costs
+    log(1/2) and one the target favours gains."""
+    pool = tag_histogram(pool_tags)
+    n_p = sum(pool.values())
+    out = np.zeros(len(pool_tags))
+    if not n_p or not target:
+        return out
+    n_t = sum(target.values())
+    mu = TARGET_PRIOR * n_t
+    for i, tags in enumerate(pool_tags):
+        if tags:
+            vals = [np.log((target.get(t, 0.0) + mu * pool[t] / n_p) / (n_t + mu)) - np.log(pool[t] / n_p) for t in tags]
+            out[i] = float(np.mean(vals))
+    return out
+
+
+def tag_kl(target: Counter, tag_lists: list[list[str]], vocab: list[str]) -> float | None:
+    """KL(target tag histogram || the histogram of ``tag_lists``) over ``vocab``, smoothed with KL_ALPHA."""
+    sel = tag_histogram(tag_lists)
+    if not sum(sel.values()) or not vocab:
+        return None
+    t = np.array([target.get(v, 0.0) for v in vocab])
+    s = np.array([sel.get(v, 0.0) for v in vocab])
+    return kl(smoothed(t, KL_ALPHA), smoothed(s, KL_ALPHA))

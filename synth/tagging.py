@@ -3,16 +3,29 @@
 Three pieces, as in distilabel's self_instruct: ``format_input`` (template variables),
 the ``tag.j2`` template, and ``parse_tags`` (tolerant: ``Tags:``/``Category:`` lines or
 JSON). Tags are normalised (case, whitespace, plural stemming) and the macro answer is
-snapped to the nearest known category ("Other" if none is close). Results are cached in
-a JSONL file keyed by the content hash of the text, so a re-run tags only new texts.
+snapped to the nearest of the 25 ``MACRO_CATEGORIES`` ("Other" if none is close). Results
+are cached in a JSONL file keyed by the content hash of the text, so a re-run (a later
+round, another run on the same pool) tags only new texts.
+
+The texts are the dev items and, with ``pool_sample`` > 0, a sample of the pool's records
+(``pool_sample_of``: the same records every round, by a hash of their ids). Over everything
+tagged, ``tag_vocabulary`` builds the fine-tag vocabulary as InsTag does: near-synonyms merged
+by embedding cosine (a tag joins the most frequent earlier tag it is at least
+``merge_threshold`` close to) and a frequency floor (a merged tag seen fewer than
+``min_count`` times is dropped). Retrieval reads tags through it (``canonical_tags``).
+``tag_stats`` gives the figures per source for the stage's summary.
 """
 from __future__ import annotations
 
 import difflib
 import logging
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
 
 from evalsuite.records import content_hash, iter_jsonl, write_jsonl
 from synth import parse
@@ -42,6 +55,10 @@ class TagConfig:
     batch_prompts: int = 64        # prompts per generate call (cache is flushed in between)
     min_similarity: float = 0.5    # macro answer -> category snapping threshold
     prompts_dir: str | None = None
+    pool_sample: int = 0           # also tag this many pool records (same ones every round; cached); 0 = off
+    merge_threshold: float = 0.85  # fine tags with embedding cosine >= this are one tag (0 = no merging)
+    min_count: int = 2             # a merged fine tag seen fewer times than this is dropped (1 = keep all)
+    embedder: str = "all-MiniLM-L6-v2"  # embeds the fine tags for merging
 
 
 # ------------------------------------------------------------------ normalisation
@@ -189,3 +206,73 @@ def tag_texts(llm: LLM, texts: dict[str, str], cfg: TagConfig, cache_path: Path)
     stats["macro_counts"] = dict(sorted(macro_counts.items(), key=lambda kv: -kv[1]))
     log.info("tag: %d texts, %d prompted, %d parse failures", len(texts), len(todo), stats["parse_failures"])
     return out, stats
+
+
+# ------------------------------------------------------------------ pool sample, vocabulary, statistics
+def pool_sample_of(records: list[dict], n: int) -> list[dict]:
+    """``n`` pool records in a fixed pseudo-random order (a hash of each id): the same records every
+    round, and a grown pool keeps the records sampled before unless newer ones hash lower."""
+    return sorted(records, key=lambda r: content_hash("pool-sample", r["id"]))[:max(n, 0)]
+
+
+def tag_vocabulary(tag_lists: Iterable[list[str]], embed: Callable[[list[str]], np.ndarray] | None,
+                   merge_threshold: float, min_count: int) -> tuple[dict[str, str | None], dict]:
+    """``{fine tag: canonical tag, or None below the floor}`` over every list of fine tags (one per
+    tagged text), and its figures. Tags in order of frequency: one whose embedding cosine to an
+    earlier canonical tag is at least ``merge_threshold`` joins the closest such tag (``embed``:
+    texts -> L2-normalised vectors; None or threshold 0 = no merging); then canonical tags with
+    fewer than ``min_count`` occurrences in all map to None."""
+    counts = Counter(t for tags in tag_lists for t in dict.fromkeys(tags))
+    order = sorted(counts, key=lambda t: (-counts[t], t))
+    canon_of: dict[str, str] = {}
+    if order and embed is not None and merge_threshold > 0:
+        vecs = np.asarray(embed(order), dtype=np.float32)
+        canon_idx: list[int] = []
+        for i, tag in enumerate(order):
+            if canon_idx:
+                sims = vecs[canon_idx] @ vecs[i]
+                j = int(np.argmax(sims))
+                if sims[j] >= merge_threshold:
+                    canon_of[tag] = order[canon_idx[j]]
+                    continue
+            canon_idx.append(i)
+            canon_of[tag] = tag
+    else:
+        canon_of = {t: t for t in order}
+    totals = Counter()
+    for t, c in counts.items():
+        totals[canon_of[t]] += c
+    vocab = {t: (canon_of[t] if totals[canon_of[t]] >= min_count else None) for t in order}
+    kept = {c for c in vocab.values() if c is not None}
+    stats = {"raw_tags": len(order), "canonical_tags": len(set(canon_of.values())), "kept_tags": len(kept),
+             "merged": sum(1 for t in order if canon_of[t] != t),
+             "dropped_below_floor": len({canon_of[t] for t in order if vocab[t] is None}),
+             "merges": {t: canon_of[t] for t in order if canon_of[t] != t}}
+    return vocab, stats
+
+
+def canonical_tags(tags: dict, vocab: dict[str, str | None]) -> list[str]:
+    """A text's tags as features for matching: ``macro:<category>`` and ``fine:<canonical tag>``
+    (a fine tag the vocabulary has not seen is kept as normalised; one below the floor is dropped)."""
+    out = [f"macro:{m}" for m in tags.get("macro", []) if m]
+    for t in tags.get("fine", []):
+        n = normalize_tag(t)
+        c = vocab[n] if n in vocab else n
+        if c:
+            out.append(f"fine:{c}")
+    return list(dict.fromkeys(out))
+
+
+def tag_stats(by_source: dict[str, list[dict]], vocab: dict[str, str | None] | None = None, top: int = 5) -> dict:
+    """Per source: texts tagged, distinct fine tags (canonical ones with ``vocab``), fine tags per
+    text, the most frequent fine tags and the macro-category counts."""
+    out = {}
+    for source, tag_list in sorted(by_source.items()):
+        fine = [[(vocab.get(t, t) if vocab is not None else t) for t in tags.get("fine", [])] for tags in tag_list]
+        fine = [[t for t in ts if t] for ts in fine]
+        fc = Counter(t for ts in fine for t in ts)
+        mc = Counter(m for tags in tag_list for m in tags.get("macro", []))
+        out[source] = {"texts": len(tag_list), "distinct_fine": len(fc),
+                       "fine_per_text": round(sum(map(len, fine)) / max(len(fine), 1), 3),
+                       "top_fine": dict(fc.most_common(top)), "macro_counts": dict(mc.most_common())}
+    return out

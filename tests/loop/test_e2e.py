@@ -46,8 +46,12 @@ def test_two_rounds_write_every_stage(smoke_run):
         synth = read_records(run_dir / r / "synthesize" / "records.jsonl")
         assert synth and all(rec["meta"]["round"] == int(r[-3:]) for rec in synth)
         retrieved = read_records(run_dir / r / "retrieve" / "records.jsonl")
-        assert retrieved and all(rec["source"].startswith("pool:") for rec in retrieved)
+        # round 1's pool holds round 0's verified synthesized records too (pool "synth")
+        assert retrieved and all(rec["source"].startswith("pool:") or (r == "round_001" and rec["source"] == "synth")
+                                 for rec in retrieved)
         rt = json.loads((run_dir / r / "retrieve" / "DONE").read_text())["summary"]
+        assert sum(p["selected"] for p in rt["by_pool"].values()) == len(retrieved)
+        assert ("synth" in rt["pools"]) == (r == "round_001") and rt["pools"]["pool"]["records"] > 0
         assert rt["kl_target_selected"] is not None and rt["kl_target_random"] is not None
         assert rt["max_seq_len"] == 512 and all(rec["meta"]["retrieval"]["tokens"] <= 512 for rec in retrieved)
         skipped = json.loads((run_dir / r / "train" / "metrics.json").read_text())["skipped_ids"]
@@ -55,6 +59,13 @@ def test_two_rounds_write_every_stage(smoke_run):
         train = run_dir / r / "train"
         assert (train / "adapter" / "adapter_model.safetensors").exists()
         assert read_records(train / "train_set.jsonl")
+    # round 1 joined round 0's verified synthesized records (deduplicated) and retrieved nothing round 0 had
+    rt1 = json.loads((run_dir / "round_001" / "retrieve" / "DONE").read_text())["summary"]
+    syn0 = [rec for rec in read_records(run_dir / "round_000" / "synthesize" / "records.jsonl") if rec["meta"]["verified"]]
+    got0 = {rec["id"] for rec in read_records(run_dir / "round_000" / "retrieve" / "records.jsonl")}
+    got1 = {rec["id"] for rec in read_records(run_dir / "round_001" / "retrieve" / "records.jsonl")}
+    assert rt1["pools"]["synth"]["records"] + rt1["pools"]["synth"]["dropped_duplicate"] == len(syn0) > 0
+    assert rt1["pools"]["pool"]["dropped_retrieved_before"] == len(got0) and not got0 & got1
     # round 1 evaluated the student that round 0 trained
     res1 = json.loads((run_dir / "round_001" / "eval" / "results.json").read_text())
     assert res1["adapter"] and Path(res1["adapter"]).resolve() == (run_dir / "round_000/train/adapter").resolve()
@@ -130,6 +141,37 @@ def test_stages_rerun_from_their_input_files_alone(smoke_run, tmp_path):
     mix_stage(cfg, r0 / "synthesize" / "records.jsonl", r0 / "retrieve" / "records.jsonl",
               r0 / "eval" / "decontam_texts.jsonl", tmp_path / "mx")
     assert read_records(tmp_path / "mx" / "train_data.jsonl") == read_records(r0 / "mix" / "train_data.jsonl")
+
+
+def test_pool_tags_vocabulary_and_tag_matched_retrieval(smoke_run, tmp_path):
+    """tag.pool_sample: the teacher tags a sample of the pool beside the dev items (cached: a second
+    round prompts nothing new), the vocabulary covers both, the summary has figures per source, and
+    retrieval reads the target's tag histogram (tag KL pair in its summary; pool records carry tags)."""
+    from loop.config import load_config
+    from loop.run import retrieve_stage, tag_stage
+
+    run_dir, _ = smoke_run
+    cfg = load_config(run_dir / "config.yaml", ["tag.pool_sample=24", "tag.min_count=1"])
+    r0 = run_dir / "round_000"
+    cache = tmp_path / "tags.jsonl"
+    st = tag_stage(cfg, tmp_path / "tg", r0 / "eval" / "samples.jsonl", cache)
+    pool_tags = [json.loads(line) for line in (tmp_path / "tg" / "pool_tags.jsonl").read_text().splitlines()]
+    assert st["pool_sampled"] == len(pool_tags) == 24 and all(t["macro"] and t["fine"] for t in pool_tags)
+    assert "pool:pool" in st["by_source"] and any(k.startswith("dev:") for k in st["by_source"])
+    assert st["by_source"]["pool:pool"]["texts"] == 24 and sum(st["by_source"]["pool:pool"]["macro_counts"].values()) == 24
+    vocab = json.loads((tmp_path / "tg" / "vocab.json").read_text())
+    assert vocab["raw_tags"] >= vocab["kept_tags"] > 0 and set(vocab["vocab"]) >= {t for r in pool_tags for t in r["fine"]}
+    # the dev tags are the run's own (tags.jsonl is unchanged by the pool sample)
+    assert (tmp_path / "tg" / "tags.jsonl").read_text() == (r0 / "tag" / "tags.jsonl").read_text()
+    again = tag_stage(cfg, tmp_path / "tg2", r0 / "eval" / "samples.jsonl", cache)
+    assert again["prompted"] == 0 and again["cached"] == again["unique"]
+    rt = retrieve_stage(cfg, Path(cfg.cache_dir), r0 / "eval" / "samples.jsonl", r0 / "diagnose" / "deficiencies.json",
+                        tmp_path / "rt", tags=tmp_path / "tg")
+    assert rt["tagged_pool_records"] == 24 and "kl_tags_selected" in rt
+    assert (rt["kl_tags_selected"] is None) == (rt["tagged_selected"] == 0)
+    sampled = {r["id"] for r in pool_tags}
+    for rec in read_records(tmp_path / "rt" / "records.jsonl"):
+        assert bool(rec["tags"]["macro"]) == (rec["id"] in sampled)
 
 
 def test_status_prints_stages_and_scores(smoke_run):

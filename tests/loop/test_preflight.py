@@ -58,6 +58,12 @@ CASES = {
         p.write_text(p.read_text() + "{oops\n") and a or a, r"retrieve.pool.source: .*pool.jsonl:4"),
     "missing pool": lambda t, a, *_: (a + [f"retrieve.pool.source={t / 'none.jsonl'}"],
                                       r"retrieve.pool.source: .*none.jsonl"),
+    "pool of the wrong format in a list": lambda t, a, d, s, p: (
+        a + [f"retrieve.pools=[{{source: {p}, weight: 2}}, {{source: {p}, name: again, format: alpaca}}]"],
+        r"retrieve.pools\[1\].source: .*pool.jsonl:1: format 'alpaca' needs"),
+    "unknown pool format": lambda t, a, d, s, p: (
+        (t / "odd.jsonl").write_text('{"question": "q", "answer": "a"}\n') and a + [f"retrieve.pools=[{{source: {t / 'odd.jsonl'}}}]"] or a,
+        r"retrieve.pools\[0\].source: .*odd.jsonl:1: unknown row format"),
     "unwritable run dir": lambda t, a, *_: (
         (t / "afile").write_text("x") and a + ["--run-dir", str(t / "afile" / "run")] or a,
         r"--run-dir .*afile/run: not writable"),

@@ -333,6 +333,10 @@ def test_wandb_offline_run_holds_tables_cost_and_artifacts(smoke_run):
                 assert {row[0] for row in table["data"]} == {step}
         for k in ("cost/teacher_s", "cost/train_tokens", "cost/eval_tokens", "cost/eval_s", "test/mean"):
             assert k in h, f"step {step}: no {k}"
+        # the retrieve summary's KL pair, as the round's stage wrote it
+        rt = read_json(run_dir / f"round_{step:03d}" / "retrieve" / "DONE")["summary"]
+        for k in ("kl_target_selected", "kl_target_random"):
+            assert rt[k] is not None and json.loads(h[f"retrieve/{k}"]) == pytest.approx(rt[k]), k
         assert any(a[0] == "train_set" and a[1] == "dataset" and f"round-{step}" in a[2]
                                            and a[3] == {"train_set.jsonl"} for a in artifacts)
         assert any(a[0] == "adapter" and a[1] == "model" and f"round-{step}" in a[2]

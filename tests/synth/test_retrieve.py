@@ -79,15 +79,35 @@ def test_min_similarity_filters_everything_when_high(pool, tmp_path):
     assert s["selected"] == 0 and read_records(tmp_path / "o.jsonl") == []
 
 
-def test_index_is_cached_and_rebuilt_for_a_different_pool(pool, tmp_path):
+def test_index_is_persisted_and_grown_only_by_new_records(pool, tmp_path):
     cfg = RetrieveConfig(k_per_query=2, min_similarity=0.0)
     a = retrieve(pool, ["boil an egg"], cfg, tmp_path / "c", tmp_path / "o.jsonl")
     b = retrieve(pool, ["boil an egg"], cfg, tmp_path / "c", tmp_path / "o2.jsonl")
-    assert a["index_cached"] is False and b["index_cached"] is True
+    assert (a["index_cached"], a["index_added"], a["index_kind"]) == (False, 16, "flat")
+    assert (b["index_cached"], b["index_added"], b["index_vectors"]) == (True, 0, 16)
     assert read_records(tmp_path / "o.jsonl") == read_records(tmp_path / "o2.jsonl")
-    c = retrieve(pool[:10], ["boil an egg"], cfg, tmp_path / "c", tmp_path / "o3.jsonl")
-    assert c["index_cached"] is False and c["n_pool"] == 10
-    assert len(list((tmp_path / "c" / "embeddings").rglob("index-*.faiss"))) == 2
+    # a smaller pool searches only its own rows of the same index
+    c = retrieve(pool[8:], ["boil an egg"], cfg, tmp_path / "c", tmp_path / "o3.jsonl")
+    assert c["index_cached"] is True and c["n_pool"] == 8
+    assert {r["id"] for r in read_records(tmp_path / "o3.jsonl")} <= {r["id"] for r in pool[8:]}
+    # an added pool embeds and adds only its new records
+    extra = [make_record([{"role": "user", "content": f"How do I poach an egg, method {i}?"},
+                          {"role": "assistant", "content": "x" * 40}], "pool:more", id=f"pool:more:{i}") for i in range(3)]
+    d = retrieve(pool + extra, ["poach an egg"], cfg, tmp_path / "c", tmp_path / "o4.jsonl")
+    assert (d["index_cached"], d["index_added"], d["index_vectors"]) == (False, 3, 19)
+    assert read_records(tmp_path / "o4.jsonl")[0]["id"].startswith("pool:more:")
+    assert len(list((tmp_path / "c" / "embeddings").rglob("index-*.npz"))) == 1
+
+
+def test_ivf_and_auto_switch_give_the_flat_neighbours(pool, tmp_path):
+    flat = retrieve(pool, ["boil an egg", "roman emperor"], RetrieveConfig(k_per_query=3, min_similarity=0.0),
+                    tmp_path / "c", tmp_path / "f.jsonl")
+    # auto with a tiny flat_max: the 16 vectors outgrow flat and become IVF (nprobe = every cell: exact)
+    ivf = retrieve(pool, ["boil an egg", "roman emperor"],
+                   RetrieveConfig(k_per_query=3, min_similarity=0.0, index_flat_max=8, index_nprobe=64),
+                   tmp_path / "c2", tmp_path / "i.jsonl")
+    assert flat["index_kind"] == "flat" and ivf["index_kind"] == "ivf"
+    assert [r["id"] for r in read_records(tmp_path / "f.jsonl")] == [r["id"] for r in read_records(tmp_path / "i.jsonl")]
 
 
 def test_hnsw_index_and_tokenizer_counts(pool, tmp_path, tiny_model_path):
@@ -102,7 +122,7 @@ def test_bad_arguments_are_named(pool, tmp_path):
     with pytest.raises(ValueError, match="2 weights for 1 queries"):
         retrieve(pool, ["q"], RetrieveConfig(), tmp_path, tmp_path / "o.jsonl", weights=[1, 2])
     with pytest.raises(ValueError, match="retrieve.index"):
-        retrieve(pool, ["q"], RetrieveConfig(index="ivf"), tmp_path, tmp_path / "o.jsonl")
+        retrieve(pool, ["q"], RetrieveConfig(index="annoy"), tmp_path, tmp_path / "o.jsonl")
     s = retrieve(pool, [], RetrieveConfig(), tmp_path, tmp_path / "o.jsonl")
     assert s["selected"] == 0 and (tmp_path / "o.jsonl").exists()
 

@@ -259,3 +259,42 @@ def test_ifd_gate_drops_answers_the_instruction_does_not_help(tmp_path, tiny_mod
     assert s["selected"] == 1 and s["skipped_ifd"] == 3
     with pytest.raises(ValueError, match="ifd_max needs the student"):
         retrieve(pool, ["cook"], cfg, tmp_path / "c", tmp_path / "o.jsonl")
+
+
+def test_tag_histogram_term_pulls_selection_toward_the_target_tags(tmp_path):
+    """DSIR's tag term: with the target's tags all 'fine:fraction', records tagged so are drawn
+    first and the selected records' tag KL beats random tagged subsets'."""
+    from collections import Counter
+
+    from synth.select import tag_histogram, tag_importance
+
+    pool_tags = [["macro:Math Reasoning", "fine:fraction"], ["macro:Coding", "fine:python"], [], ["fine:python"]]
+    target = tag_histogram([["macro:Math Reasoning", "fine:fraction"], ["fine:fraction"]], [1.0, 0.5])
+    imp = tag_importance(pool_tags, target)
+    assert imp[0] > 0 > imp[1] and imp[2] == 0 and imp[3] < 0
+    assert tag_importance(pool_tags, Counter()).tolist() == [0, 0, 0, 0]
+
+    recs = [make_record([{"role": "user", "content": f"Please help me with question number {i} today."},
+                         {"role": "assistant", "content": "Sure, here it is."}], "pool:t", id=f"pool:t:{i}")
+            for i in range(40)]
+    tags = [["macro:Math Reasoning", "fine:fraction"] if i % 4 == 0 else ["macro:Coding", "fine:python"] for i in range(40)]
+    target = tag_histogram([["macro:Math Reasoning", "fine:fraction"]] * 3)
+    cfg = RetrieveConfig(dsir_share=1.0, dsir_scope="pool", max_records=8, token_budget=0, diversity_threshold=0,
+                         distinct_prompts=False, min_similarity=0.0, tag_match_weight=5.0)
+    out = tmp_path / "o.jsonl"
+    st = retrieve(recs, ["help me with a question"], cfg, tmp_path / "c", out, pool_tags=tags, target_tags=target)
+    got = [int(r["id"].split(":")[-1]) for r in read_records(out)]
+    assert sum(i % 4 == 0 for i in got) >= 7, got
+    assert st["tagged_selected"] == 8 and st["tagged_pool_records"] == 40
+    assert st["kl_tags_selected"] < st["kl_tags_random"]
+    # half kNN (blind to tags), half DSIR: without the tag term no record is likelier under the target,
+    # so kNN fills everything and the selection's tags stay the pool's
+    half = RetrieveConfig(**{**cfg.__dict__, "dsir_share": 0.5})
+    on = retrieve(recs, ["help me with a question"], half, tmp_path / "c", out, pool_tags=tags, target_tags=target)
+    on_ids = [int(r["id"].split(":")[-1]) for r in read_records(out)]
+    off = retrieve(recs, ["help me with a question"], RetrieveConfig(**{**half.__dict__, "tag_match_weight": 0.0}),
+                   tmp_path / "c", out, pool_tags=tags, target_tags=target)
+    off_ids = [int(r["id"].split(":")[-1]) for r in read_records(out)]
+    assert on["by_part"]["dsir"] >= 4 and off["by_part"]["dsir"] == 0
+    assert sum(i % 4 == 0 for i in on_ids) > sum(i % 4 == 0 for i in off_ids)
+    assert off["kl_tags_selected"] > on["kl_tags_selected"]

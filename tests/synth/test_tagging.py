@@ -51,3 +51,43 @@ def test_tag_texts_counts_failures_and_reuses_cache(tmp_path):
     assert llm.prompts_seen == seen + 1  # only the new text reaches the teacher
     assert stats2["cached"] == 3 and stats2["prompted"] == 1
     assert {k: tags2[k] for k in texts} == tags
+
+
+# ------------------------------------------------------------------ pool sample, vocabulary, statistics
+def test_vocabulary_merges_near_synonyms_by_embedding_and_applies_the_floor():
+    from synth.embed import embed_texts
+    from synth.tagging import tag_vocabulary
+
+    lists = [["python programming", "arithmetic"], ["python coding"], ["python programming"],
+             ["percentage calculation"], ["percent computation"], ["geography"]]
+    vocab, st = tag_vocabulary(lists, embed_texts, merge_threshold=0.85, min_count=2)
+    # the packaged MiniLM: 'python coding' is 0.91 from 'python programming' (the more frequent), the
+    # two percent tags 0.93 apart; arithmetic and geography stand alone, seen once: below the floor
+    assert vocab["python coding"] == vocab["python programming"] == "python programming"
+    assert vocab["percent computation"] == vocab["percentage calculation"] is not None
+    assert vocab["arithmetic"] is None and vocab["geography"] is None
+    assert st["merged"] == 2 and st["kept_tags"] == 2 and st["dropped_below_floor"] == 2
+    assert st["merges"]["python coding"] == "python programming"
+    # no merging, no floor: the vocabulary is the identity
+    vocab, st = tag_vocabulary(lists, None, merge_threshold=0.85, min_count=1)
+    assert all(k == v for k, v in vocab.items()) and st["merged"] == 0 and st["raw_tags"] == 6
+
+
+def test_canonical_tags_stats_and_a_stable_pool_sample():
+    from evalsuite.records import make_record
+    from synth.tagging import canonical_tags, pool_sample_of, tag_stats
+
+    vocab = {"python coding": "python programming", "python programming": "python programming", "rare": None}
+    assert canonical_tags({"fine": ["Python Coding", "rare", "new tags"], "macro": ["Coding"]}, vocab) == \
+        ["macro:Coding", "fine:python programming", "fine:new tag"]
+    st = tag_stats({"pool:a": [{"fine": ["python coding", "rare"], "macro": ["Coding"]},
+                               {"fine": ["python programming"], "macro": ["Coding"]}]}, vocab)
+    assert st["pool:a"] == {"texts": 2, "distinct_fine": 1, "fine_per_text": 1.0,
+                            "top_fine": {"python programming": 2}, "macro_counts": {"Coding": 2}}
+    recs = [make_record([{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}], "pool:a")
+            for i in range(50)]
+    first = pool_sample_of(recs, 10)
+    assert len(first) == 10 and pool_sample_of(list(reversed(recs)), 10) == first
+    grown = pool_sample_of(recs + [make_record([{"role": "user", "content": f"n{i}"}, {"role": "assistant", "content": "a"}],
+                                               "pool:a") for i in range(5)], 10)
+    assert len({r["id"] for r in grown} & {r["id"] for r in first}) >= 5    # most of the sample persists
