@@ -173,6 +173,25 @@ def plan_batches(lengths: Sequence[int], max_batch: int, new_tokens: int) -> lis
     return groups[::-1]
 
 
+MIN_SHARED = 8  # shortest common prefix worth forwarding once for the whole batch
+
+
+def shared_prefix(prompts: Sequence[Sequence[int]]) -> int:
+    """Length of the token prefix every prompt of a batch starts with (0 for a single prompt or one
+    shorter than MIN_SHARED), leaving each prompt at least one token of its own.
+
+    :meth:`Engine.generate` forwards it once as CT2's ``static_prompt`` (batch 1, the state then
+    tiled to the batch) instead of once per row: the teacher's templates share most of their
+    tokens (tag: ~235 of ~270, diagnose: ~256 of ~320)."""
+    if len(prompts) < 2:
+        return 0
+    first, n = prompts[0], min(len(p) for p in prompts) - 1
+    k = 0
+    while k < n and all(p[k] == first[k] for p in prompts):
+        k += 1
+    return k if k >= MIN_SHARED else 0
+
+
 def _end_ids(folder: Path, tok) -> list[int]:
     """EOS ids: the tokenizer's and the generation config's (transformers stops on either)."""
     import json
@@ -258,9 +277,11 @@ class Engine:
                 text = self.tok.decode(seen[i][-tail:], skip_special_tokens=True)
                 return any(s in text for s in stop)  # True stops this row now
 
+            shared = shared_prefix([prompts[i] for i in group])
             results = self.generator.generate_batch(
-                [self._tokens(prompts[i]) for i in group], max_length=max_new_tokens,
-                include_prompt_in_result=False, end_token=self.end_ids,
+                [self._tokens(prompts[i][shared:]) for i in group], max_length=max_new_tokens,
+                static_prompt=self._tokens(prompts[group[0]][:shared]) if shared else None,
+                cache_static_prompt=False, include_prompt_in_result=False, end_token=self.end_ids,
                 sampling_topk=1 if greedy else 0, sampling_topp=1.0 if greedy else top_p,
                 sampling_temperature=1.0 if greedy else temperature, callback=on_token)
             for i, r in zip(group, results):
