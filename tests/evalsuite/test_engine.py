@@ -12,6 +12,10 @@ def test_plan_batches_covers_every_prompt_once_within_the_cap():
     spans = [max(lengths[i] for i in g) - min(lengths[i] for i in g) for g in groups]
     assert max(spans) < 20  # short, ~300 and 1000-token prompts are never fed in one batch
     assert plan_batches([50] * 10, 4, 32) == [[0, 1], [2, 3, 4, 5], [6, 7, 8, 9]]  # equal lengths: full batches
+    # the same spread costs more on long prompts (every row-step copies a longer KV cache): short
+    # prompts 4 tokens apart go together, long prompts 40 apart are not fed one token at a time
+    assert plan_batches([30 + 4 * k for k in range(8)], 64, 192) == [list(range(8))]
+    assert len(plan_batches([300 + 40 * k for k in range(8)], 64, 192)) >= 4
 
 
 @pytest.fixture(scope="module")
