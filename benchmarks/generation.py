@@ -11,7 +11,7 @@ that its peak RSS is its own; the model is SmolLM2-135M-Instruct from the embedd
 * ``ct2-int8-b16`` the same at batch 16; ``ct2-fp32-b16`` CTranslate2 fp32 at batch 16
 * ``ct2-int8-t1`` ``ct2-int8`` on one CPU thread (``teacher.threads=1``)
 * ``ct2-int8-noshare`` ``ct2-int8`` without forwarding a batch's common prefix once
-  (``evalsuite.engine.shared_prefix`` off: every row forwards its whole prompt, as before)
+  (``evalsuite.engine.shared_prefix`` off: every row forwards its whole prompt; same batch plan)
 * llama.cpp       not measured when ``llama_cpp`` is not importable: PyPI has no prebuilt
                   ``llama-cpp-python`` wheel for this platform, so ``make setup`` (pip only) would
                   build it from source (~10 min on 2 cores); the line says so
@@ -51,7 +51,7 @@ ENGINES = {  # name -> LLMConfig overrides
     "ct2-int8-b16": {"backend": "ct2", "quantization": "int8", "batch_size": 16},
     "ct2-fp32-b16": {"backend": "ct2", "quantization": "float32", "batch_size": 16},
     "ct2-int8-t1": {"backend": "ct2", "quantization": "int8", "batch_size": 64, "threads": 1},
-    # as ct2-int8 without the shared prefix forwarded once per batch (the engine before that change)
+    # as ct2-int8 without the shared prefix forwarded once per batch (same batch plan)
     "ct2-int8-noshare": {"backend": "ct2", "quantization": "int8", "batch_size": 64, "share_prefix": False},
 }
 LLAMA_CPP_REASON = ("not measured: no prebuilt llama-cpp-python wheel on PyPI for this platform "
