@@ -9,6 +9,9 @@ that its peak RSS is its own; the model is SmolLM2-135M-Instruct from the embedd
 * ``hf``          transformers ``generate``, fp32, batch 16 (``teacher.backend=hf``, the old default)
 * ``ct2-int8``    CTranslate2 int8, all prompts in one call, 64 rows decoded together
 * ``ct2-int8-b16`` the same at batch 16; ``ct2-fp32-b16`` CTranslate2 fp32 at batch 16
+* ``ct2-int8-t1`` ``ct2-int8`` on one CPU thread (``teacher.threads=1``)
+* ``ct2-int8-noshare`` ``ct2-int8`` without forwarding a batch's common prefix once
+  (``evalsuite.engine.shared_prefix`` off: every row forwards its whole prompt; same batch plan)
 * llama.cpp       not measured when ``llama_cpp`` is not importable: PyPI has no prebuilt
                   ``llama-cpp-python`` wheel for this platform, so ``make setup`` (pip only) would
                   build it from source (~10 min on 2 cores); the line says so
@@ -47,6 +50,9 @@ ENGINES = {  # name -> LLMConfig overrides
     "ct2-int8": {"backend": "ct2", "quantization": "int8", "batch_size": 64},
     "ct2-int8-b16": {"backend": "ct2", "quantization": "int8", "batch_size": 16},
     "ct2-fp32-b16": {"backend": "ct2", "quantization": "float32", "batch_size": 16},
+    "ct2-int8-t1": {"backend": "ct2", "quantization": "int8", "batch_size": 64, "threads": 1},
+    # as ct2-int8 without the shared prefix forwarded once per batch (same batch plan)
+    "ct2-int8-noshare": {"backend": "ct2", "quantization": "int8", "batch_size": 64, "share_prefix": False},
 }
 LLAMA_CPP_REASON = ("not measured: no prebuilt llama-cpp-python wheel on PyPI for this platform "
                     "(pip download --only-binary=:all: --no-deps llama-cpp-python: no matching distribution); "
@@ -112,8 +118,13 @@ def worker(name: str, per_call: int, max_new: int, out: Path) -> None:
     from synth.llm import LLMConfig, Sampling, load_llm
 
     calls = build_calls(per_call)
+    overrides = dict(ENGINES[name])
+    if not overrides.pop("share_prefix", True):
+        import evalsuite.engine
+
+        evalsuite.engine.MIN_SHARED = 1 << 30  # no batch ever shares a prefix that long
     t0 = time.time()
-    llm = load_llm(LLMConfig(model=MODEL, max_model_len=2048, **ENGINES[name]))
+    llm = load_llm(LLMConfig(model=MODEL, max_model_len=2048, **overrides))
     load_s = time.time() - t0
     tok = llm.tok
     greedy = Sampling(max_new_tokens=max_new, temperature=0)
@@ -196,6 +207,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{k}: " + ", ".join(f"{e} {r['per_call'][k][0] / r['per_call'][k][1]:.0f}" for e, r in res.items())
         for k in hf["per_call"]))
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
+    for part in ("teacher", "eval"):  # tokens/s over that part's calls only
+        def rate(r, part=part):
+            sel = [v for k, v in r["per_call"].items() if k.startswith(part + ":")]
+            return sum(v[0] for v in sel) / sum(v[1] for v in sel)
+        print(f"{part} prompts: " + ", ".join(f"{e} {rate(r) / rate(hf):.2f}x" for e, r in res.items() if e != "hf"))
     print(f"engine/hf = {res[args.ratio]['tok_s'] / hf['tok_s']:.2f}")
     return 0
 

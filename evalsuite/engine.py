@@ -134,36 +134,45 @@ def _merge_adapter(model: str, adapter: str, out: Path) -> None:
         shutil.copy(gen_cfg, out / "generation_config.json")
 
 
-# Relative costs for plan_batches, in units of one row's share of a decode step (~3.1 ms), measured
-# for SmolLM2-135M int8 on 2 cores: a decode step of b rows takes ~26 + 3.1*b ms, and a prompt
-# token forwarded at once ~0.7 ms.
-STEP_FIXED, PREFILL = 8.4, 0.23
+# Cost model of plan_batches, in ms, measured for SmolLM2-135M int8 on the 2 shared cores (load
+# ~4.5; only the ratios matter): a decode step costs STEP_MS plus, per row, ROW_MS + CTX_MS per token
+# of context (b=1: 24 ms, b=16: 196 ms per step at 300 tokens of context). The context term is CT2
+# copying its KV cache each step (ops::Concat in layers/attention.cc), with the model's 3 key/value
+# heads replicated to all 9 query heads before caching, so a long prompt makes every row-step
+# expensive. A prompt token forwarded at once costs PREFILL_MS (1.28 ms at b=16, 0.77 at b=1).
+# A batch of b rows decodes about new_tokens * b / (b + GEN_SPREAD) steps: its longest answer
+# (most answers stop well before the cap; one row alone ran ~0.27 of it in the benchmark's calls).
+STEP_MS, ROW_MS, CTX_MS, PREFILL_MS, GEN_SPREAD = 12.0, 0.7, 0.036, 1.2, 3.0
 
 
 def plan_batches(lengths: Sequence[int], max_batch: int, new_tokens: int) -> list[list[int]]:
     """Prompt indices grouped into batches (sorted by length) at the least estimated cost.
 
     CT2 forwards a batch's prompts at once only up to its SHORTEST prompt; the rest of each longer
-    prompt is fed one token per decode step (OpenNMT/CTranslate2#1480), at the cost of a generated
-    token instead of a prefill token. A batch of prompts of lengths l_min..l_max therefore costs
-    about PREFILL*b*l_min + sum(l - l_min) + STEP_FIXED*(l_max - l_min + new_tokens) on top of its
-    generated tokens: fewer batches save fixed step costs, a wide length spread costs prompt
-    tokens fed one at a time. Exact dynamic programme over the sorted lengths, at most
-    ``max_batch`` rows per batch.
+    prompt is fed one token per decode step (OpenNMT/CTranslate2#1480): a row-step at that token's
+    context length instead of a prefill token. A batch of prompts of lengths l_min..l_max costs
+    about PREFILL_MS*b*l_min + sum over l of (l - l_min)*(ROW_MS + CTX_MS*(l_min + l)/2) +
+    STEP_MS*(l_max - l_min + its decode steps) on top of its generated tokens' own row-steps (the
+    same in any grouping): fewer batches save fixed step costs, a wide length spread costs prompt
+    tokens fed one at a time, dearly when prompts are long. Exact dynamic programme over the
+    sorted lengths, at most ``max_batch`` rows per batch.
     """
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
     L = [lengths[i] for i in order]
     n, cap = len(L), max(1, max_batch)
-    prefix = [0]
+    s1, s2 = [0], [0]
     for x in L:
-        prefix.append(prefix[-1] + x)
+        s1.append(s1[-1] + x)
+        s2.append(s2[-1] + x * x)
     best = [0.0] + [float("inf")] * n
     cut = [0] * (n + 1)
     for j in range(1, n + 1):
         for i in range(max(0, j - cap), j):
-            b = j - i
-            spread_tokens = prefix[j] - prefix[i] - b * L[i]
-            c = best[i] + PREFILL * b * L[i] + spread_tokens + STEP_FIXED * (L[j - 1] - L[i] + new_tokens)
+            b, lo = j - i, L[i]
+            spread = s1[j] - s1[i] - b * lo                       # prompt tokens fed one per step
+            spread_ms = ROW_MS * spread + CTX_MS / 2 * (s2[j] - s2[i] - b * lo * lo)
+            steps = L[j - 1] - lo + new_tokens * b / (b + GEN_SPREAD)
+            c = best[i] + PREFILL_MS * b * lo + spread_ms + STEP_MS * steps
             if c < best[j]:
                 best[j], cut[j] = c, i
     groups, j = [], n
@@ -171,6 +180,25 @@ def plan_batches(lengths: Sequence[int], max_batch: int, new_tokens: int) -> lis
         groups.append(order[cut[j]:j])
         j = cut[j]
     return groups[::-1]
+
+
+MIN_SHARED = 8  # shortest common prefix worth forwarding once for the whole batch
+
+
+def shared_prefix(prompts: Sequence[Sequence[int]]) -> int:
+    """Length of the token prefix every prompt of a batch starts with (0 for a single prompt or one
+    shorter than MIN_SHARED), leaving each prompt at least one token of its own.
+
+    :meth:`Engine.generate` forwards it once as CT2's ``static_prompt`` (batch 1, the state then
+    tiled to the batch) instead of once per row: the teacher's templates share most of their
+    tokens (tag: ~235 of ~270, diagnose: ~256 of ~320)."""
+    if len(prompts) < 2:
+        return 0
+    first, n = prompts[0], min(len(p) for p in prompts) - 1
+    k = 0
+    while k < n and all(p[k] == first[k] for p in prompts):
+        k += 1
+    return k if k >= MIN_SHARED else 0
 
 
 def _end_ids(folder: Path, tok) -> list[int]:
@@ -258,9 +286,11 @@ class Engine:
                 text = self.tok.decode(seen[i][-tail:], skip_special_tokens=True)
                 return any(s in text for s in stop)  # True stops this row now
 
+            shared = shared_prefix([prompts[i] for i in group])
             results = self.generator.generate_batch(
-                [self._tokens(prompts[i]) for i in group], max_length=max_new_tokens,
-                include_prompt_in_result=False, end_token=self.end_ids,
+                [self._tokens(prompts[i][shared:]) for i in group], max_length=max_new_tokens,
+                static_prompt=self._tokens(prompts[group[0]][:shared]) if shared else None,
+                cache_static_prompt=False, include_prompt_in_result=False, end_token=self.end_ids,
                 sampling_topk=1 if greedy else 0, sampling_topp=1.0 if greedy else top_p,
                 sampling_temperature=1.0 if greedy else temperature, callback=on_token)
             for i, r in zip(group, results):

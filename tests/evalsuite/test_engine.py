@@ -12,6 +12,10 @@ def test_plan_batches_covers_every_prompt_once_within_the_cap():
     spans = [max(lengths[i] for i in g) - min(lengths[i] for i in g) for g in groups]
     assert max(spans) < 20  # short, ~300 and 1000-token prompts are never fed in one batch
     assert plan_batches([50] * 10, 4, 32) == [[0, 1], [2, 3, 4, 5], [6, 7, 8, 9]]  # equal lengths: full batches
+    # the same spread costs more on long prompts (every row-step copies a longer KV cache): short
+    # prompts 4 tokens apart go together, long prompts 40 apart are not fed one token at a time
+    assert plan_batches([30 + 4 * k for k in range(8)], 64, 192) == [list(range(8))]
+    assert len(plan_batches([300 + 40 * k for k in range(8)], 64, 192)) >= 4
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +71,56 @@ def test_loglikelihood_agrees_with_score_batch_and_greedy_flag(tiny_model_path):
     lps = [list(r.log_probs) for r in e.generator.score_batch([e._tokens(ctx + other), e._tokens(ctx[:5] + other)])]
     assert ll[1][0] == pytest.approx(sum(lps[0][-3:]), abs=1e-3)
     assert ll[2][0] == pytest.approx(sum(lps[1][-3:]), abs=1e-3)  # batched rows of different lengths
+
+
+def test_shared_prefix_is_the_common_start_leaving_each_row_a_token():
+    from evalsuite.engine import MIN_SHARED, shared_prefix
+
+    head = list(range(100, 100 + MIN_SHARED + 4))
+    assert shared_prefix([head + [1, 2], head + [1, 3, 4], head + [5]]) == len(head)
+    assert shared_prefix([head + [1], head + [1, 2]]) == len(head)  # the shorter row keeps its last token
+    assert shared_prefix([head, head]) == len(head) - 1
+    assert shared_prefix([head + [1]]) == 0                          # one row: nothing to share
+    assert shared_prefix([head[:MIN_SHARED - 1] + [1], head[:MIN_SHARED - 1] + [2]]) == 0  # too short to bother
+
+
+@pytest.fixture(scope="module")
+def talkative_model(tiny_model_path, tmp_path_factory):
+    """The tiny model with its weights scaled up: its greedy output depends on the prompt (the
+    random-init model answers everything with newlines, which would make any comparison vacuous)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    m = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if "norm" not in name:
+                p.normal_(0, 0.3)
+    out = tmp_path_factory.mktemp("talkative")
+    m.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_model_path).save_pretrained(out)
+    return str(out)
+
+
+@pytest.mark.parametrize("quantization", ["int8", "float32"])
+def test_bucketed_generation_equals_one_unbucketed_call_in_input_order(talkative_model, quantization):
+    """plan_batches' length buckets + the shared prefix forwarded once (static_prompt) give, for greedy
+    decoding, the same responses as all prompts in one plain generate_batch call, in input order."""
+    e = Engine(talkative_model, quantization=quantization, threads=1)
+    template = ("You label questions with the skills they need. Answer with a comma-separated list of "
+                "at most three short tags.\n\nQuestion: ")
+    texts = [template + q for q in ("What is 2 + 2?", "A train leaves at 3 pm and travels 60 km at 40 km/h; "
+                                    "when does it arrive?", "Name a prime.", "Sort these words: pear, fig, apple, "
+                                    "kiwi, mango, plum, lime, date, cherry.")]
+    texts += ["Hi", "Tell me a long story about a dragon and a castle on a hill, with three chapters."]
+    prompts = [_ids(e, t) for t in texts]
+    assert len({len(p) for p in prompts}) == len(prompts)  # all lengths differ: the buckets matter
+    plain = e.generator.generate_batch([e._tokens(p) for p in prompts], max_length=24,
+                                       include_prompt_in_result=False, end_token=e.end_ids, sampling_topk=1)
+    want = [e.tok.decode(r.sequences_ids[0], skip_special_tokens=True) for r in plain]
+    assert len(set(want)) == len(want) and all(len(w) > 20 for w in want)  # prompt-dependent answers
+    for cap in (2, 3, 64):  # several buckets, and everything in one (shared prefix only)
+        assert e.generate(prompts, max_new_tokens=24, batch_size=cap) == want
+    assert e.generate(prompts[::-1], max_new_tokens=24, batch_size=2) == want[::-1]
+    e.close()
