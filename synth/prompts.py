@@ -21,6 +21,14 @@ MARKERS = {
     "instruct": "Write one new question",
     "evolve": "Rewrite the question",
     "followup": "Continue the conversation as the user",
+    "request": "Write one writing request",
+    "instruct_code": "Write one new Python programming task",
+    "solve": "Solve the math word problem step by step",
+    "pot": "Write a short Python program that computes the answer",
+    "solve_code": "Solve the Python programming task",
+    "code_tests": "Write tests for the Python task",
+    "judge": "Grade the answer to the request",
+    "evolve_check": "Check a rewritten question",
 }
 
 

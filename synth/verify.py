@@ -10,34 +10,11 @@ run in ``evalsuite.sandbox.run_code``: the same functions that score the benchma
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from evalsuite.metrics import extract_number, numbers_equal
 from evalsuite.sandbox import run_code
 from synth import parse
-
-_NUMERIC_ASK = re.compile(r"(?i)\b(how many|how much|how long|how far|how old|what is the (?:total|sum|product|"
-                          r"difference|value|cost|price|area|average)|what is \$?\d|calculate|compute|solve|total|percent)\b")
-_CODE_ASK = re.compile(r"(?i)\b(python|function|program|script|code)\b")
-
-
-@dataclass
-class Verdict:  # the old single-route verdict, used by synth.generate until it verifies by kind
-    ok: bool
-    method: str
-    reason: str = ""
-
-
-def wants_number(instruction: str) -> bool:
-    return bool(re.search(r"\d", instruction)) and bool(_NUMERIC_ASK.search(instruction))
-
-
-def wants_code(instruction: str, response: str) -> bool:
-    from evalsuite.metrics import code_block
-
-    return bool(_CODE_ASK.search(instruction)) and code_block(response) is not None
-
 
 # methods of the checks that make a record verified (a judge score is not among them)
 VERIFYING = ("ifeval_checkers", "pot_agreement", "majority", "pot_and_majority", "code_tests")
