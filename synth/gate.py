@@ -82,9 +82,9 @@ def _math(ledger: Ledger, items: list[dict], cfg, seed: int, suffix: str) -> Non
                                     seed=seed, stop=["\n```"]))
     for j, it in enumerate(items):
         raw = outs[j * k:(j + 1) * k]
-        programs = [verify_math.parse_program(with_prefill(prompts[j * k + i], r)) for i, r in enumerate(raw)]
+        programs = [verify_math.parse_program(r) for r in raw]  # the continuation of the prefilled fence
         ledger.parse_failed("pot" + suffix, sum(p is None for p in programs))
-        values = verify_math.run_programs(programs, cfg.code_timeout_s, cfg.code_memory_mb)
+        it["program_values"] = values = verify_math.run_programs(programs, cfg.code_timeout_s, cfg.code_memory_mb)
         if k:
             it["provenance"].append({"step": "pot" + suffix, "prompt": prompts[j * k], "output": raw})
         kept, it["check"] = verify_math.verify(it["samples"], values, cfg.math_rule, cfg.math_min_share,
@@ -113,7 +113,8 @@ def _code(ledger: Ledger, items: list[dict], cfg, seed: int, suffix: str) -> Non
         it["provenance"].append({"step": "code_tests" + suffix, "prompt": prompts[j * k], "output": raw})
     for it in items:
         tests = it.get("tests") or it["test_sets"]
-        kept, it["check"] = verify_code.verify(it["solutions"], tests, it["function"], cfg.code_min_asserts,
+        rule = "all_tests" if it.get("tests") else cfg.code_rule   # a later turn is held to the kept tests
+        kept, it["check"] = verify_code.verify(it["solutions"], tests, it["function"], cfg.code_min_asserts, rule,
                                                cfg.code_timeout_s, cfg.code_memory_mb)
         it["response"] = f"```python\n{it['solutions'][kept]}\n```" if kept is not None else None
         if kept is not None and not it.get("tests"):

@@ -63,7 +63,7 @@ class SynthConfig:
     instruct_temperature: float = 0.9
     evolve_temperature: float = 0.7
     response_max_new_tokens: int = 256
-    response_temperature: float = 0.7  # the k answers are samples
+    response_temperature: float = 0.5  # the k answers are samples (a small teacher is more often right when cooler)
     followup_temperature: float = 0.8
     math_rule: Literal["pot", "majority", "pot_and_majority"] = "pot_and_majority"  # see synth/verify_math.py
     math_min_share: float = 0.5    # majority: share of the k answers that must agree
@@ -71,8 +71,9 @@ class SynthConfig:
     pot_programs: int = 2          # program-of-thought samples per question
     pot_max_new_tokens: int = 160
     pot_temperature: float = 0.5
-    code_test_sets: int = 2        # independent test sets per task
-    code_min_asserts: int = 3      # asserts that call the function and compare its result
+    code_test_sets: int = 6        # independent test sets per task (written without seeing a solution)
+    code_min_asserts: int = 3      # different inputs the non-vacuous asserts must test
+    code_rule: Literal["all_tests", "trusted_asserts"] = "all_tests"  # see synth/verify_code.py
     tests_max_new_tokens: int = 200
     tests_temperature: float = 0.5
     if_max_constraints: int = 2    # constraints per instruction: 1..this

@@ -2,9 +2,9 @@
 seeing a solution) assert tests; solutions are kept only when they pass non-trivial tests in the
 sandbox (the self-oss-instruct exec-filter recipe, with a vacuity guard).
 
-Tests are non-trivial when they call the function in at least ``min_asserts`` distinct
-``assert`` lines that compare its result, do not define the function themselves, and fail
-against a stub that raises: tests that still pass never reach the function. Every program
+Tests are non-trivial when their ``assert`` lines compare the function's result on at least
+``min_asserts`` different inputs, do not define the function themselves, and fail against a stub
+that raises: an assert that still passes never reaches the function and is dropped. Every program
 ends by printing a sentinel, so a solution that exits early does not pass.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ from evalsuite.sandbox import run_code
 from synth.verify import Check
 
 SENTINEL = "__synth_tests_completed__"
+_TAG = "__synth_assert__"
 _NAME_IN_TASK = re.compile(r"`\s*([A-Za-z_]\w*)\s*\(|\bfunction\s+(?:called\s+|named\s+)?`?([A-Za-z_]\w*)`?\s*\(")
 
 
@@ -77,39 +78,77 @@ def stub_passes(tests: str, name: str, timeout_s: float = 5.0, memory_mb: int = 
     return _run(f"{stub}\n{tests}", timeout_s, memory_mb)
 
 
+def distinct_calls(asserts: list[str], name: str) -> int:
+    """How many different calls of the function the asserts make (three asserts on one input
+    test one input)."""
+    calls = set()
+    for a in asserts:
+        m = re.search(rf"\b{re.escape(name)}\s*\(", a)
+        if m:
+            depth, i = 0, m.end() - 1
+            for i in range(m.end() - 1, len(a)):
+                depth += {"(": 1, ")": -1}.get(a[i], 0)
+                if depth == 0:
+                    break
+            calls.add(re.sub(r"\s+", "", a[m.start():i + 1]))
+    return len(calls)
+
+
+def assert_results(prefix: str, asserts: list[str], timeout_s: float = 10.0, memory_mb: int = 512) -> list[bool]:
+    """Run ``prefix`` (a solution, or the raising stub) then each assert on its own: which passed.
+    One sandbox run; a prefix that fails or exits early passes none."""
+    body = "\n".join(f"try:\n    {a.strip()}\n    print({_TAG!r}, {i}, 1)\nexcept BaseException:\n    print({_TAG!r}, {i}, 0)"
+                     for i, a in enumerate(asserts))
+    res = run_code(f"{prefix}\n\n{body}\n", timeout_s=timeout_s, memory_mb=memory_mb)
+    ok = {int(m.group(1)) for m in re.finditer(rf"^{_TAG} (\d+) 1$", res.stdout, re.M)}
+    return [i in ok for i in range(len(asserts))]
+
+
 def verify(solutions: list[str | None], test_sets: list[str | None], name: str, min_asserts: int = 3,
-           timeout_s: float = 10.0, memory_mb: int = 512) -> tuple[int | None, Check]:
-    """(index of the kept solution, check): the solution passing the most valid test sets (at
-    least one); test sets are valid when non-trivial and failing against the raising stub."""
+           rule: str = "all_tests", timeout_s: float = 10.0, memory_mb: int = 512) -> tuple[int | None, Check]:
+    """(index of the kept solution, check). Asserts passing against the raising stub are vacuous
+    and dropped. ``all_tests``: the solution passes every remaining assert of at least one test
+    set whose asserts call the function on ``min_asserts`` different inputs. ``trusted_asserts``: asserts passed by at least half
+    of the k solutions are trusted (CodeT-style dual agreement); the solution passes all trusted
+    asserts, which call the function on at least ``min_asserts`` different inputs."""
     problems: dict[str, int] = {}
-    valid = []
-    for tests in dict.fromkeys(test_sets):
-        why = "no_tests" if not tests else why_invalid(tests, name, min_asserts)
-        if why is None and stub_passes(tests, name, min(timeout_s, 5.0), memory_mb):
-            why = "vacuous_tests"
+    sets = []
+    for tests in test_sets:
+        why = "no_tests" if not tests else why_invalid(tests, name, 1)
         if why:
             problems[why] = problems.get(why, 0) + 1
-        else:
-            valid.append(tests)
-    details = {"function": name, "test_sets": len(test_sets), "valid_test_sets": len(valid),
-               "invalid_test_sets": problems, "solutions": len(solutions)}
-    if not valid:
-        return None, Check(False, "code_tests", "no_valid_tests", details)
-    best, best_passed, runs, memo = None, 0, [], {}
-    for i, sol in enumerate(solutions):
-        if not sol or signature(sol, name) is None:
-            runs.append(None)
             continue
-        if sol not in memo:  # samples of a small model repeat: run each distinct solution once
-            memo[sol] = sum(_run(f"{sol}\n\n{t}", timeout_s, memory_mb) for t in valid)
-        passed = memo[sol]
-        runs.append(passed)
-        if passed > best_passed:
-            best, best_passed = i, passed
-    details["passed_per_solution"] = runs
-    if best is None:
-        reason = "no_solution_defines_function" if all(r is None for r in runs) else "tests_failed"
+        sets.append([ln.strip() for ln in tests.splitlines() if re.search(rf"\b{re.escape(name)}\s*\(", ln)
+                     and re.search(r"==|!=|<|>|\bin\b|\bis\b", ln)])
+    candidates = list(dict.fromkeys(a for st in sets for a in st))
+    stub = f"def {name}(*args, **kwargs):\n    raise NotImplementedError('stub')\n"
+    vacuous = {a for a, ok in zip(candidates, assert_results(stub, candidates, min(timeout_s, 5.0), memory_mb)) if ok}
+    good = [a for a in candidates if a not in vacuous]
+    details = {"function": name, "rule": rule, "test_sets": len(test_sets), "invalid_test_sets": problems,
+               "asserts": len(good), "vacuous_asserts": len(vacuous), "solutions": len(solutions)}
+    memo: dict[str, dict] = {}
+    for sol in solutions:
+        if sol and sol not in memo and signature(sol, name) is not None:
+            memo[sol] = dict(zip(good, assert_results(sol, good, timeout_s, memory_mb)))
+    details["passed_per_solution"] = [sum(memo[s].values()) if s in memo else None for s in solutions]
+    if not memo:
+        return None, Check(False, "code_tests", "no_solution_defines_function" if good else "no_valid_tests", details)
+    if rule == "trusted_asserts":
+        runs = [memo[s] for s in solutions if s in memo]
+        trusted = [a for a in good if 2 * sum(r[a] for r in runs) >= len(runs)]
+        held = [trusted] if distinct_calls(trusted, name) >= min_asserts else []
+        details["trusted_asserts"] = len(trusted)
+    else:
+        held = [[a for a in st if a not in vacuous] for st in sets]
+        held = [st for st in held if distinct_calls(st, name) >= min_asserts]
+    details["valid_test_sets"] = len(held)
+    if not held:
+        reason = "vacuous_tests" if vacuous and not good else "too_few_trusted_asserts" if rule == "trusted_asserts" \
+            else "no_valid_tests"
         return None, Check(False, "code_tests", reason, details)
-    asserts = sum(len(t.splitlines()) for t in valid)
-    return best, Check(True, "code_tests", "", {**details, "passed_test_sets": best_passed, "asserts": asserts,
-                                                "tests": valid})
+    for i, sol in enumerate(solutions):
+        passed = [st for st in held if sol in memo and all(memo[sol][a] for a in st)]
+        if passed:
+            return i, Check(True, "code_tests", "", {**details, "passed_test_sets": len(passed),
+                                                     "tests": ["\n".join(st) for st in passed]})
+    return None, Check(False, "code_tests", "tests_failed", details)

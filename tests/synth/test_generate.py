@@ -98,7 +98,8 @@ def test_math_routes_disagreeing_drop_the_record_and_attempts_retry(tmp_path):
     rules = [{"match": "Write one new question", "responses": ["Question: " + bench,
                                                                "Question: A train goes 60 km in 2 hours. How many km per hour?",
                                                                "Question: Sam has 4 boxes of 5 pens. How many pens?"]},
-             {"match": "Write a short Python program", "responses": ["```python\nprint(30)\n```", "```python\nprint(21)\n```"]},
+             # a backend that honours the prefilled fence returns only the code after it
+             {"match": "Write a short Python program", "responses": ["speed = 60 / 2\nprint(int(speed))", "```python\nprint(21)\n```"]},
              {"match": "train goes", "responses": ["60 / 2 = 30\nThe answer is 30.", "The answer is 25."]},
              {"match": "boxes of 5 pens", "responses": ["4 + 5 = 9\nThe answer is 9."]}]
     cfg = SynthConfig(per_deficiency=2, oversample=1.5, top_k=1, evolve_share=0.0, multiturn_share=0.0,
