@@ -1,6 +1,6 @@
 """Precision and yield of synthesize's verifiers with the real teacher, on items whose answers are known.
 
-    .venv/bin/python benchmarks/verify_precision.py [--math 16] [--ifeval 8] [--code 16] [--threads 1] [key=value ...]
+    .venv/bin/python benchmarks/verify_precision.py [--math 16] [--ifeval 8] [--code 16] [--threads 1] [--backend hf|ct2] [key=value ...]
 
 The answer + verify path of ``synth.gate`` (the stage's own code: k sampled answers, then the
 kind's check) runs on items in no eval split:
@@ -143,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--code", type=int, default=16, help=f"code tasks (at most {len(CODE_TASKS)})")
     ap.add_argument("--seed", type=int, default=2024)
     ap.add_argument("--model", default="embedded:smollm2-135m-instruct")
+    ap.add_argument("--backend", default="hf", choices=["hf", "ct2"],
+                    help="hf: the default teacher backend; ct2: the compiled CPU engine (same weights, faster)")
+    ap.add_argument("--quantization", default="float32", help="ct2 weights (float32 reproduces hf's greedy text)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--json", help="also write the figures here")
@@ -155,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     items = math_items(args.math, args.seed) + if_items(args.ifeval, args.seed, cat) + code_items(args.code)
     for it in items:
         it.update(deficiency={"id": f"bench-{it['kind']}", "ability": it["kind"]}, provenance=[])
-    llm = load_llm(LLMConfig(backend="hf", model=args.model, threads=args.threads, batch_size=args.batch_size))
+    llm = load_llm(LLMConfig(backend=args.backend, model=args.model, threads=args.threads, batch_size=args.batch_size,
+                             quantization=args.quantization))
     ledger = Ledger(llm)
     t0 = time.time()
     gate.answer(ledger, items, cfg, args.seed)
@@ -181,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
             rows[kind]["repaired"] = sum(bool(it["check"].details.get("repaired")) for it in ver)
         if kind == "math":
             rows[kind]["verified_by_level"] = {lvl: sum(it["level"] == lvl for it in ver) for lvl in (1, 2, 3)}
-    print(f"verify_precision: model={args.model} k={cfg.samples_per_instruction} math_rule={cfg.math_rule} "
+    print(f"verify_precision: model={args.model} backend={args.backend}"
+          f"{'/' + args.quantization if args.backend == 'ct2' else ''} k={cfg.samples_per_instruction} math_rule={cfg.math_rule} "
           f"pot_programs={cfg.pot_programs} code_test_sets={cfg.code_test_sets} seed={args.seed}; "
           f"{wall:.0f} s ({t_answer:.0f} s answering), {ledger.total_tokens()} est. teacher tokens")
     print(f"{'kind':<12} {'items':>5} {'verified':>8} {'yield':>6} {'precision':>9} {'95% CI':>14} {'first-sample acc':>16}")

@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-gen-toks", type=int, default=d.max_gen_toks, help="global cap on generated tokens")
     ap.add_argument("--bootstrap", type=int, default=d.bootstrap)
     ap.add_argument("--seed", type=int, default=d.seed)
-    ap.add_argument("--backend", default=d.backend, choices=["hf", "vllm"])
+    ap.add_argument("--backend", default=d.backend, choices=["hf", "ct2", "vllm"],
+                    help="lm-eval model type; ct2 = the compiled CPU engine (adapter merged and converted once)")
+    ap.add_argument("--quantization", default=d.quantization, help="ct2 backend: int8 | int8_float32 | int16 | float32")
     ap.add_argument("--device", default=d.device)
     ap.add_argument("--dtype", default=d.dtype)
     args = ap.parse_args(argv)
@@ -43,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = EvalConfig(suite=args.suite, limit=args.limit, dev_ratio=args.dev_ratio, batch_size=args.batch_size,
                      max_gen_toks=args.max_gen_toks, bootstrap=args.bootstrap, seed=args.seed,
-                     backend=args.backend, device=args.device, dtype=args.dtype)
+                     backend=args.backend, device=args.device, dtype=args.dtype,
+                     quantization=args.quantization)
     out = Path(args.out or f"runs/eval/{Path(args.suite).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     res = run_eval(cfg, resolve_model(args.model), args.adapter, out)
     print()

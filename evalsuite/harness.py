@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import importlib.metadata
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,8 +18,10 @@ from typing import Any, Literal
 
 import yaml
 
+from evalsuite import sandbox
 from evalsuite.records import write_json, write_jsonl
-from evalsuite.samples import plain, summarize, to_rows
+from evalsuite.samples import plain, stable_doc_id, summarize, target_text, to_rows
+from evalsuite.split import assign_split
 from evalsuite.suite import TASKS_DIR, Suite, SuiteError, SuiteTask, load_suite
 from evalsuite.usertask import load_rows, task_config
 
@@ -37,9 +40,13 @@ class EvalConfig:
     max_gen_toks: int | None = None  # global cap over the per-task max_gen_toks
     bootstrap: int = 1000          # bootstrap resamples for CIs
     seed: int = 0
-    backend: Literal["hf", "vllm"] = "hf"  # lm-eval model type
+    backend: Literal["hf", "ct2", "vllm"] = "hf"  # lm-eval model type; ct2: the compiled CPU engine
     device: Literal["cpu", "cuda"] = "cpu"
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    quantization: Literal["int8", "int8_float32", "int16", "float32"] = "int8"  # ct2 backend: CTranslate2 weights
+    # what confines model-written code (code tasks): auto = bwrap, else unshare, else refuse;
+    # unsafe-host = run it unconfined on the host (warned, recorded in results.json)
+    sandbox: Literal["auto", "bwrap", "unshare", "unsafe-host"] = "auto"
 
 
 def lm_eval_version() -> str:
@@ -167,6 +174,35 @@ def check_suite(cfg: EvalConfig) -> dict[str, int]:
     return counts
 
 
+def _decontamination_query(task, doc) -> str:
+    """The task's own decontamination query where it sets one; lm-eval ``literal_eval``s a rendered
+    template query, which fails on plain text such as "Question: ...\nAnswer:" — then the question
+    as the task renders it (``doc_to_text``) is the same text."""
+    if task.should_decontaminate():
+        try:
+            return str(task.doc_to_decontamination_query(doc))
+        except (SyntaxError, ValueError):
+            pass
+    return str(task.doc_to_text(doc))
+
+
+def decontam_rows(tasks: dict[str, tuple[SuiteTask, Any]]) -> list[dict]:
+    """The texts no training record may overlap: for every item of every task (all of its scored
+    docs, not only the ``limit`` evaluated), the question as the task says to decontaminate it
+    (lm-eval's ``doc_to_decontamination_query`` where the task sets ``should_decontaminate``, else
+    its ``doc_to_text`` — the question, not the chat or few-shot template) and its target."""
+    rows, prefix = [], _id_prefixes(tasks)
+    for leaf, (entry, task) in tasks.items():
+        choices_of = _choices_fn(task)
+        for i, doc in enumerate(task.eval_docs):
+            key = f"{entry.name}/{prefix[leaf]}{stable_doc_id(doc, i)}"
+            query = _decontamination_query(task, doc)
+            rows.append({"key": key, "field": "question", "text": str(query)})
+            rows.append({"key": key, "field": "target",
+                         "text": target_text(doc, plain(task.doc_to_target(doc)), choices_of(doc))})
+    return rows
+
+
 def _primary_metric(entry: SuiteTask, task) -> str:
     if entry.primary_metric:
         return entry.primary_metric
@@ -192,7 +228,23 @@ def _model_args(cfg: EvalConfig, model: str, adapter: str | None) -> dict:
             args["lora_local_path"] = str(adapter)
             args["max_lora_rank"] = 64
         return args
-    raise ValueError(f"EvalConfig.backend must be 'hf' or 'vllm', got {cfg.backend!r}")
+    if cfg.backend == "ct2":  # evalsuite.lm_ct2 merges the adapter and converts once (cached)
+        return {"pretrained": model, "peft": str(adapter) if adapter else None, "quantization": cfg.quantization,
+                "seed": cfg.seed}
+    raise ValueError(f"EvalConfig.backend must be 'hf', 'ct2' or 'vllm', got {cfg.backend!r}")
+
+
+def _lm(cfg: EvalConfig, model: str, adapter: str | None):
+    """What simple_evaluate gets as ``model``: a registered name, or for ct2 our own instance, so
+    that results.json can say what served each request type."""
+    args = _model_args(cfg, model, adapter)
+    if cfg.backend != "ct2":
+        return cfg.backend, args
+    from lm_eval.api.registry import get_model
+
+    from evalsuite import lm_ct2  # registers "synthloop-ct2" with lm-eval
+
+    return get_model(lm_ct2.NAME).create_from_arg_obj(args, {"batch_size": cfg.batch_size, "device": cfg.device}), None
 
 
 def _write_configs(out_dir: Path, results: dict, suite: Suite) -> None:
@@ -207,26 +259,58 @@ def _write_configs(out_dir: Path, results: dict, suite: Suite) -> None:
     (out_dir / "lm_eval_version.txt").write_text(lm_eval_version() + "\n", encoding="utf-8")
 
 
-def run_eval(cfg: EvalConfig, model: str, adapter: str | None, out_dir: Path) -> dict:
-    """Evaluate model(+adapter) on the suite; writes out_dir/results.json and out_dir/samples.jsonl
-    (+ out_dir/task_configs/ and lm-eval version); returns the same dict as results.json."""
+def _id_prefixes(tasks: dict) -> dict[str, str]:
+    """Leaf -> the prefix of its doc ids (a suite entry that expands to several leaves, e.g. a
+    group, names its items ``leaf/doc_id``)."""
+    return {leaf: f"{leaf}/" if sum(e is entry for e, _ in tasks.values()) > 1 else ""
+            for leaf, (entry, _) in tasks.items()}
+
+
+def item_texts(cfg: EvalConfig) -> list[dict]:
+    """Every item of every task in the suite (no limit, dev and test alike) as decontamination
+    rows (``decontam_rows``), without evaluating anything."""
+    suite = load_suite(cfg.suite)
+    return decontam_rows(load_tasks(suite, task_manager(suite), cfg))
+
+
+def run_eval(cfg: EvalConfig, model: str, adapter: str | None, out_dir: Path, split: str | None = None) -> dict:
+    """Evaluate model(+adapter) on the suite; writes out_dir/results.json, out_dir/samples.jsonl,
+    out_dir/decontam_texts.jsonl (every item of every task: what training data must not overlap)
+    (+ out_dir/task_configs/ and lm-eval version); returns the same dict as results.json.
+    ``split`` ("dev"/"test"): evaluate only that split's items among those ``limit`` selects."""
     import lm_eval
 
     t0 = time.time()
     out_dir = Path(out_dir)
+    # lm-eval calls our scorers in this process: they read the choice from the environment
+    os.environ[sandbox.ENV_VAR] = cfg.sandbox
+    ran_before = sandbox.programs_run()
     suite = load_suite(cfg.suite)
     tm = task_manager(suite)
     tasks = load_tasks(suite, tm, cfg)
+    prefix = _id_prefixes(tasks)
+    items = decontam_rows(tasks)   # every item, before `limit` or `split` narrow what is evaluated
 
     # per-task item caps as explicit doc indices (lm-eval's `limit` is one number for all tasks)
     samples_idx = {}
-    for leaf, (entry, task) in tasks.items():
+    for leaf, (entry, task) in list(tasks.items()):
         caps = [c for c in (cfg.limit, entry.limit) if c]
         n = len(task.eval_docs)
-        samples_idx[leaf] = list(range(min([n, *caps])))
+        idx = list(range(min([n, *caps])))
+        if split is not None:
+            docs = task.eval_docs
+            idx = [i for i in idx if assign_split(entry.name, prefix[leaf] + stable_doc_id(docs[i], i),
+                                                  cfg.dev_ratio) == split]
+            if not idx:   # lm-eval reads an empty list as "every item"
+                del tasks[leaf]
+                continue
+        samples_idx[leaf] = idx
+    if not tasks:
+        raise SuiteError(f"{suite.path}: no {split} items among the first {cfg.limit} of any task")
 
+    lm, model_args = _lm(cfg, model, adapter)
     results = lm_eval.simple_evaluate(
-        model=cfg.backend, model_args=_model_args(cfg, model, adapter),
+        model=lm, model_args=model_args,
         tasks=[task for _, task in tasks.values()], task_manager=tm,
         batch_size=cfg.batch_size, device=cfg.device, samples=samples_idx,
         log_samples=True, apply_chat_template=suite.apply_chat_template,
@@ -238,14 +322,13 @@ def run_eval(cfg: EvalConfig, model: str, adapter: str | None, out_dir: Path) ->
 
     rows, metric_of = [], {}
     for leaf, (entry, task) in tasks.items():
-        n_leaves = sum(1 for e, _ in tasks.values() if e is entry)
         metric_of[entry.name] = _primary_metric(entry, task)
         rows += to_rows(entry.name, results["samples"].get(leaf, []), primary_metric=metric_of[entry.name],
                         prompt_of=lambda d, t=task: str(t.doc_to_text(d)), choices_of=_choices_fn(task),
-                        filter_name=entry.filter, dev_ratio=cfg.dev_ratio,
-                        id_prefix=f"{leaf}/" if n_leaves > 1 else "")
+                        filter_name=entry.filter, dev_ratio=cfg.dev_ratio, id_prefix=prefix[leaf])
 
     summary = summarize(rows, bootstrap=cfg.bootstrap, seed=cfg.seed)
+    box = sandbox.describe(cfg.sandbox)  # which mechanism ran the suite's model-written code
     out = {
         "tasks": {name: {"metric": metric_of[name], **summary.get(name, {})} for name in metric_of},
         "lm_eval_version": lm_eval_version(),
@@ -253,11 +336,17 @@ def run_eval(cfg: EvalConfig, model: str, adapter: str | None, out_dir: Path) ->
         "adapter": str(adapter) if adapter else None,
         "suite": str(suite.path),
         "config": asdict(cfg),
+        "split": split or "all",
         "lm_eval_results": plain(results.get("results", {})),
+        # what served generation and loglikelihood (for ct2: the engine, its weights, request counts)
+        "engine": lm.report() if hasattr(lm, "report") else {"backend": cfg.backend,
+                                                             "loglikelihood": f"lm-eval {cfg.backend}"},
         "n_samples": len(rows),
+        "sandbox": {**box, "programs": (sandbox.programs_run() - ran_before)[box["mechanism"]]},
         "wall_s": round(time.time() - t0, 1),
     }
     write_jsonl(out_dir / "samples.jsonl", rows)
+    write_jsonl(out_dir / "decontam_texts.jsonl", items)
     _write_configs(out_dir, results, suite)
     write_json(out_dir / "results.json", out)
     return out

@@ -63,7 +63,10 @@ def numbers_equal(pred, gold, rel_tol: float = 1e-6) -> bool:
         return False
     if p == g:
         return True
-    return abs(float(p) - float(g)) <= rel_tol * max(1.0, abs(float(g)))
+    try:
+        return abs(float(p) - float(g)) <= rel_tol * max(1.0, abs(float(g)))
+    except OverflowError:   # beyond float range and not exactly equal: different answers
+        return False
 
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")

@@ -82,14 +82,20 @@ def validate_record(rec: Any, where: str) -> None:
 def _numbered(path: Path) -> Iterator[tuple[int, Any]]:
     if not path.is_file():
         raise RecordError(f"{path}: no such file")
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
+    with path.open("rb") as fh:   # bytes: lines end at \n only, and bad UTF-8 is named by its line
+        for lineno, raw in enumerate(fh, 1):
             try:
-                yield lineno, json.loads(line)
+                line = raw.decode("utf-8")
+                if not line.strip():
+                    continue
+                obj = json.loads(line)
+            except UnicodeDecodeError as exc:
+                raise RecordError(f"{path}:{lineno}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
             except json.JSONDecodeError as exc:
                 raise RecordError(f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+            except (ValueError, RecursionError) as exc:   # e.g. a number of thousands of digits, deep nesting
+                raise RecordError(f"{path}:{lineno}: unreadable JSON ({type(exc).__name__}: {str(exc)[:80]})") from None
+            yield lineno, obj
 
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[Any]:

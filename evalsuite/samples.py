@@ -26,9 +26,10 @@ def split_rows(rows: list[dict], split: str = "dev") -> tuple[list[dict], list[d
     return part, [r for r in part if not r["correct"]]
 
 
-def decontam_rows(rows: list[dict]) -> list[dict]:
-    """The texts no training record may overlap: each item's prompt and target (every split)."""
-    return [{"key": sample_key(r), "field": f, "text": str(r[f])} for r in rows for f in ("prompt", "target")]
+def mean_score(results: dict, split: str = "test") -> float:
+    """The headline of a ``results.json``: the unweighted mean over tasks of a split's score."""
+    vals = [t[split]["score"] for t in results["tasks"].values() if t.get(split, {}).get("n")]
+    return round(sum(vals) / len(vals), 4) if vals else 0.0
 
 
 def stable_doc_id(doc: dict, index: int) -> str:
@@ -58,7 +59,7 @@ def _first(x: Any) -> Any:
     return x
 
 
-def _target_text(doc: dict, target: Any, choices: list[str] | None) -> str:
+def target_text(doc: dict, target: Any, choices: list[str] | None) -> str:
     if choices is not None and isinstance(target, int) and 0 <= target < len(choices):
         return choices[target]
     if isinstance(doc, dict) and "instruction_id_list" in doc:  # IFEval: the constraints are the target
@@ -98,7 +99,7 @@ def to_rows(task: str, samples: list[dict], *, primary_metric: str, prompt_of: C
         score = float(values[primary_metric])
         doc_id = id_prefix + stable_doc_id(doc, s["doc_id"])
         row = {"task": task, "doc_id": doc_id, "split": assign_split(task, doc_id, dev_ratio),
-               "prompt": prompt_of(doc), "target": _target_text(doc, s.get("target"), choices),
+               "prompt": prompt_of(doc), "target": target_text(doc, s.get("target"), choices),
                "response": response, "extracted": extracted, "correct": score >= 0.5,
                "metrics": values, "score": score}
         if choices is not None:

@@ -2,6 +2,9 @@
 
   python -m loop run [--config configs/default.yaml] [--rounds N] [--run-dir DIR] [key.sub=value ...]
   python -m loop status RUN_DIR
+  python -m loop request --benchmark TASK --n N --out DIR [--config C] [--suite S] [--from-run RUN] [key.sub=value ...]
+  python -m loop report RUN_DIR [--out FILE]      one self-contained HTML page comparing the rounds
+  python -m loop compare RUN_A RUN_B [--split S]  paired differences between two runs' handed-over students
 
 Bad input (config, suite, benchmark data, pool, models, run directory) stops the command before
 any work with one line on stderr and exit code 2; --debug shows the traceback instead.
@@ -33,6 +36,32 @@ def main(argv: list[str] | None = None) -> int:
                        help="typed config overrides, e.g. train.lora.r=32 eval.limit=40")
     st_p = sub.add_parser("status", help="print each round's stage states and scores")
     st_p.add_argument("run_dir")
+    rq_p = sub.add_parser("request", help="make a dataset of up to N records aimed at one benchmark",
+                          description="Evaluate the student on one task's dev items (or reuse a run's samples), "
+                                      "diagnose, synthesize + retrieve, decontaminate against the task, and write "
+                                      "up to N records as an HF dataset folder with a card. Re-running resumes.")
+    rq_p.add_argument("--benchmark", required=True, metavar="TASK", help="a task name of the suite")
+    rq_p.add_argument("--n", type=int, required=True, help="at most this many records")
+    rq_p.add_argument("--out", required=True, metavar="DIR", help="the dataset folder (stages under DIR/work/)")
+    rq_p.add_argument("--config", default=None,
+                      help="YAML config (default: the --from-run run's config.yaml, else configs/default.yaml)")
+    rq_p.add_argument("--suite", default=None, help="suite name or YAML (same as eval.suite=S)")
+    rq_p.add_argument("--from-run", default=None, metavar="RUN", help="reuse this run's latest eval samples")
+    rq_p.add_argument("--overwrite", action="store_true", help="replace the dataset in a non-empty --out")
+    rq_p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="typed config overrides, as for run")
+    rep_p = sub.add_parser("report", help="write the HTML report of a run (plots, round tables, cost)",
+                           description="Write one self-contained HTML file (inline CSS and SVG, nothing fetched) "
+                                       "that compares the rounds of a run: scores with CIs, targeted vs control, "
+                                       "tag heatmap, deficiencies, data mix, stage times and cost.")
+    rep_p.add_argument("run_dir")
+    rep_p.add_argument("--out", default=None, help="output file (default: RUN_DIR/report.html)")
+    cmp_p = sub.add_parser("compare", help="paired differences between two runs' handed-over students",
+                           description="B − A per task and over all items, on the items both runs' handed-over "
+                                       "students (state.json final.measured_at) were evaluated on: difference, "
+                                       "95% paired bootstrap CI, exact McNemar p, minimum detectable effect.")
+    cmp_p.add_argument("run_a")
+    cmp_p.add_argument("run_b")
+    cmp_p.add_argument("--split", choices=("test", "dev"), default="test", help="which items (default: test)")
     args = ap.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -43,6 +72,34 @@ def main(argv: list[str] | None = None) -> int:
         try:
             print(status_text(Path(args.run_dir)))
         except FileNotFoundError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    if args.cmd == "request":
+        from loop.request import cli
+
+        return cli(args)
+
+    if args.cmd == "report":
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")   # the student's tokenizer, from the local cache only
+        from loop.html_report import write_html
+
+        try:
+            print(write_html(Path(args.run_dir), Path(args.out) if args.out else None))
+        except FileNotFoundError as exc:
+            if args.debug:
+                raise
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    if args.cmd == "compare":
+        from loop.compare import CompareError, compare_runs, compare_text
+
+        try:
+            print(compare_text(compare_runs(Path(args.run_a), Path(args.run_b), args.split)))
+        except (CompareError, FileNotFoundError) as exc:
+            if args.debug:
+                raise
             print(f"error: {exc}", file=sys.stderr)
             return 2
         return 0
@@ -78,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     from loop.report import status_text
 
     print(status_text(run_dir))
-    print(f"\nrun directory: {run_dir}   report: {run_dir / 'report.md'}   final test mean: "
+    print(f"\nrun directory: {run_dir}   report: {run_dir / 'report.html'} (and report.md)   final test mean: "
           f"{state.get('final', {}).get('test_mean')}")
     return 0
 

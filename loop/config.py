@@ -41,8 +41,8 @@ class TrackingConfig:
 
 @dataclass
 class StopConfig:
-    patience: int = 0           # stop after this many rounds without test-score gain; 0 = never early
-    min_delta: float = 0.005    # a gain smaller than this counts as no gain
+    patience: int = 0           # stop after this many measured students without a dev gain; 0 = never early
+    min_delta: float = 0.005    # a dev gain smaller than this counts as none (dev only: test never decides)
 
 
 @dataclass
@@ -51,6 +51,9 @@ class Config:
     seed: int = 0
     rounds: int = 2
     cache_dir: str = ".cache/synthloop"  # converted models, embeddings, pool cache (shared by runs)
+    # random: each round also trains, from the same start and with the same hyperparameters, on
+    # random pool records of the targeted mix's token count, evaluated on the same items; none: off
+    control: Literal["random", "none"] = "random"
     student: StudentConfig = field(default_factory=StudentConfig)
     teacher: LLMConfig = field(default_factory=LLMConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

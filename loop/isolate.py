@@ -8,9 +8,11 @@ of the loop leaves no orphan writing into a stage's temp folder.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,8 +43,10 @@ def _preexec():
 def call(fn: Callable, *args: Any, **kwargs: Any) -> Any:
     """``fn(*args, **kwargs)`` in a fresh Python process; its result. ``fn`` must be a top-level
     function (pickled by reference: the child imports its module)."""
-    with tempfile.TemporaryDirectory(prefix="synthloop-call-") as td:
-        inp, outp = Path(td) / "in.pkl", Path(td) / "out.pkl"
+    _remove_abandoned_call_dirs()
+    td, lock = _locked_call_dir()
+    try:
+        inp, outp = td / "in.pkl", td / "out.pkl"
         inp.write_bytes(pickle.dumps((fn, args, kwargs)))
         cmd = [sys.executable, "-m", "loop.isolate", str(inp), str(outp)]
         rc = subprocess.call(cmd, preexec_fn=_preexec(), env=os.environ.copy())
@@ -53,6 +57,34 @@ def call(fn: Callable, *args: Any, **kwargs: Any) -> Any:
         if not ok:
             raise StageFailed(f"{name} failed in its subprocess:\n{value}")
         return value
+    finally:
+        shutil.rmtree(td, ignore_errors=True)
+        lock.close()
+
+
+# A call's temp folder holds a lock (flock) for as long as the call runs; the kernel drops it when
+# the loop dies, so a folder whose lock can be taken was left by a killed loop and is removed.
+_CALL_PREFIX = "synthloop-call-"
+
+
+def _locked_call_dir() -> tuple[Path, Any]:
+    """A new call folder, already locked when it appears under its final name."""
+    new = Path(tempfile.mkdtemp(prefix="synthloop-new-"))
+    lock = open(new / ".lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)            # subprocesses do not inherit it (close_fds)
+    final = new.with_name(_CALL_PREFIX + new.name[len("synthloop-new-"):])
+    os.rename(new, final)
+    return final, lock
+
+
+def _remove_abandoned_call_dirs() -> None:
+    for folder in Path(tempfile.gettempdir()).glob(_CALL_PREFIX + "*"):
+        try:
+            with open(folder / ".lock") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:                         # running (locked), another user's, or gone already
+            continue
 
 
 def train_subprocess(cfg, data: Sequence[Path], base: str, out_dir: Path, adapter_in: str | None = None,

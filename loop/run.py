@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
-import statistics
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,10 +16,10 @@ from pathlib import Path
 from evalsuite.harness import run_eval
 from evalsuite.models import resolve_model
 from evalsuite.records import read_json, read_jsonl, read_records, write_json, write_jsonl
-from evalsuite.samples import decontam_rows, sample_key, split_rows
+from evalsuite.samples import mean_score, sample_key, split_rows
 from evalsuite.stats import paired_diff
 from evalsuite.suite import load_suite, suite_hash
-from loop import isolate, preflight
+from loop import figures, isolate, preflight
 from loop.artifacts import RunDir, StageResult
 from loop.config import Config, save_config, to_dict
 from loop.report import write_report
@@ -44,16 +43,11 @@ def run(cfg: Config, run_dir: Path) -> dict:
     rd.update_state(wandb_id=tracker.run_id, wandb_dir=tracker.run_path)
     student = resolve_model(cfg.student.model, cfg.cache_dir)
     cache = Path(cfg.cache_dir)
-    # what the stages read besides their config slice and upstream outputs: the code's version,
-    # the suite's files, the prompt templates, the pool source (each in the stages that read it)
-    ext = {"eval": [VERSION, suite_hash(cfg.eval.suite)],
-           "tag": [VERSION, templates_hash(("tag",), cfg.tag.prompts_dir)],
-           "diagnose": [VERSION, templates_hash(("diagnose", "ability"), cfg.diagnose.prompts_dir)],
-           "synthesize": [VERSION, templates_hash(SYNTH_TEMPLATES, cfg.synthesize.prompts_dir)],
-           "retrieve": [VERSION, source_fingerprint(cfg.retrieve.pool)],
-           "mix": [VERSION], "train": [VERSION]}
+    ext = stage_inputs(cfg)
 
-    adapter, train_fp, history, test_scores = None, "base", [], []
+    adapter, train_fp, history = None, "base", []
+    measured: list[dict] = []   # every student evaluated, in order: where, adapter, results
+    pending = None              # round r's figures: logged once the adapter it trained is measured
     try:
         for r in range(cfg.rounds):
             log.info("===== round %d / %d =====", r, cfg.rounds - 1)
@@ -61,7 +55,7 @@ def run(cfg: Config, run_dir: Path) -> dict:
 
             def done(res: StageResult, walls=walls) -> None:
                 walls[res.name] = res.wall_s
-                log.info("[round %d] %-10s %s in %.1f s  %s", r, res.name,
+                log.info("[round %d] %-13s %s in %.1f s  %s", r, res.name,
                          "resumed" if res.skipped else "done", res.wall_s, _brief(res.summary))
 
             # 1. EVAL the current student (base + adapter, never merged): per-item samples + the
@@ -70,6 +64,15 @@ def run(cfg: Config, run_dir: Path) -> dict:
             ev = rd.stage(r, "eval", [cfg.eval, cfg.student, train_fp, *ext["eval"]],
                           lambda out: eval_stage(cfg, student, adapter, out), on_done=done, reuse_from=("final",))
             samples, decontam = ev.dir / "samples.jsonl", ev.dir / "decontam_texts.jsonl"
+            measured.append({"where": f"round_{r:03d}", "adapter": adapter, "dir": ev.dir})
+            if pending:
+                _track(rd, tracker, pending, outcome=ev.dir)
+            pending = None
+            # decisions on dev only: stop when the last `patience` students brought no dev gain
+            if _plateaued([mean_score(read_json(m["dir"] / "results.json"), "dev") for m in measured], cfg):
+                log.info("dev score plateaued; stopping before round %d's teacher work", r)
+                rd.update_state(stopped_reason="plateau (dev)")
+                break
 
             # 2. TAG the dev items (teacher; cached by content hash across rounds)
             tg = rd.stage(r, "tag", [cfg.tag, cfg.teacher, ev.fingerprint, *ext["tag"]],
@@ -88,7 +91,8 @@ def run(cfg: Config, run_dir: Path) -> dict:
                                                avoid=decontam, round_idx=r), on_done=done)
 
             # 5. RETRIEVE matched records from the pool (neighbours of failures and deficiencies)
-            rt = rd.stage(r, "retrieve", [cfg.retrieve, dg.fingerprint, *ext["retrieve"]],
+            rt = rd.stage(r, "retrieve", [cfg.retrieve, cfg.student, cfg.train.max_seq_len, dg.fingerprint,
+                                          *ext["retrieve"]],
                           lambda out: retrieve_stage(cfg, cache, samples, deficiencies, out), on_done=done)
 
             # 6. MIX: dedup + decontaminate the union into the exact training input
@@ -101,26 +105,38 @@ def run(cfg: Config, run_dir: Path) -> dict:
                           lambda out: isolate.train_subprocess(cfg.train, [mx.dir / "train_data.jsonl"], student,
                                                                out, adapter_in=adapter, history=list(history)),
                           keep_partial=True, on_done=done)
+
+            # 8. CONTROL: the same start, hyperparameters and token count, on random pool records;
+            #    evaluated on the same items. It never feeds the next round.
+            control = None
+            if cfg.control == "random":
+                cd = rd.stage(r, "control_data", [cfg.control, cfg.seed, cfg.mix, mx.fingerprint, cfg.retrieve.drop_rules,
+                                                     cfg.retrieve.split_long, cfg.train.max_seq_len, *ext["retrieve"]],
+                              lambda out: control_data_stage(cfg, cache, student, mx.dir / "train_data.jsonl",
+                                                             decontam, r, out), on_done=done)
+                ct = rd.stage(r, "control_train", [cfg.train, cfg.student, cd.fingerprint, train_fp, *ext["train"]],
+                              lambda out: isolate.train_subprocess(cfg.train, [cd.dir / "train_data.jsonl"], student,
+                                                                   out, adapter_in=adapter, history=list(history)),
+                              keep_partial=True, on_done=done)
+                control = rd.stage(r, "control_eval", [cfg.eval, cfg.student, ct.fingerprint, *ext["eval"]],
+                                   lambda out: eval_stage(cfg, student, str(ct.dir / "adapter"), out), on_done=done)
+
             adapter, train_fp = str(tr.dir / "adapter"), tr.fingerprint
             history.append(tr.dir / "train_set.jsonl")
+            pending = {"r": r, "start": ev.dir, "walls": walls, "control": control.dir if control else None,
+                       "stages": dict(tag=tg, diagnose=dg, synthesize=sy, retrieve=rt, mix=mx, train=tr)}
 
-            # 8. TRACK
-            scores = read_json(ev.dir / "results.json")
-            test_scores.append(_headline(scores))
-            _track(rd, tracker, r, scores, dict(tag=tg, diagnose=dg, synthesize=sy, retrieve=rt, mix=mx, train=tr),
-                   walls)
-            if _plateaued(test_scores, cfg):
-                log.info("test score plateaued (%s); stopping after round %d", test_scores, r)
-                rd.update_state(stopped_reason="plateau")
-                break
-
-        # the last adapter is measured too: that is the student the loop hands over
+        # the last adapter is measured too (copied when a dev plateau stopped the loop right after
+        # measuring it); the student handed over is the best on dev among all measured
         fin = rd.stage("final", "eval", [cfg.eval, cfg.student, train_fp, *ext["eval"]],
-                       lambda out: eval_stage(cfg, student, adapter, out))
-        final_scores = read_json(fin.dir / "results.json")
-        tracker.log({**_score_metrics(final_scores), "final": 1}, step=len(test_scores))
-        tracker.summary({"final/test_mean": _headline(final_scores)})
-        rd.update_state(status="finished", final={"adapter": adapter, "test_mean": _headline(final_scores)})
+                       lambda out: eval_stage(cfg, student, adapter, out), reuse_from=(measured[-1]["where"],))
+        if pending:
+            _track(rd, tracker, pending, outcome=fin.dir)
+        if measured[-1]["adapter"] != adapter:
+            measured.append({"where": "final", "adapter": adapter, "dir": fin.dir})
+        final = _hand_over(measured)
+        tracker.summary({f"final/{k}": v for k, v in final.items() if k != "adapter"})
+        rd.update_state(status="finished", final=final)
         write_report(run_dir)
         return rd.state()
     finally:
@@ -132,10 +148,21 @@ def run(cfg: Config, run_dir: Path) -> dict:
 # be rerun from the run directory alone. Teacher stages are top-level functions: ``isolate.call``
 # pickles them by reference when the teacher needs its own process.
 
-def eval_stage(cfg: Config, student: str, adapter: str | None, out: Path) -> dict:
-    res = isolate.call(run_eval, cfg.eval, student, adapter, out)
-    write_jsonl(out / "decontam_texts.jsonl", decontam_rows(read_jsonl(out / "samples.jsonl")))
-    return {"test_mean": _headline(res), "wall_s": res.get("wall_s")}
+def stage_inputs(cfg: Config) -> dict[str, list]:
+    """What each stage reads besides its config slice and upstream outputs, for its fingerprint:
+    the code's version, the suite's files, the prompt templates, the pool source."""
+    return {"eval": [VERSION, suite_hash(cfg.eval.suite)],
+            "tag": [VERSION, templates_hash(("tag",), cfg.tag.prompts_dir)],
+            "diagnose": [VERSION, templates_hash(("diagnose", "ability"), cfg.diagnose.prompts_dir)],
+            "synthesize": [VERSION, templates_hash(SYNTH_TEMPLATES, cfg.synthesize.prompts_dir)],
+            "retrieve": [VERSION, source_fingerprint(cfg.retrieve.pool)],
+            "mix": [VERSION], "train": [VERSION]}
+
+
+def eval_stage(cfg: Config, student: str, adapter: str | None, out: Path, split: str | None = None) -> dict:
+    """``split``: evaluate only that split's items (a data request needs dev items alone)."""
+    res = isolate.call(run_eval, cfg.eval, student, adapter, out, split=split)
+    return {"test_mean": mean_score(res), "wall_s": res.get("wall_s")}
 
 
 def tag_stage(cfg: Config, out: Path, samples: Path, cache_path: Path) -> dict:
@@ -143,7 +170,8 @@ def tag_stage(cfg: Config, out: Path, samples: Path, cache_path: Path) -> dict:
 
     dev, _ = split_rows(read_jsonl(samples))
     texts = {sample_key(s): s["prompt"] for s in dev}
-    tags, stats = _with_teacher(cfg, lambda llm: tag_texts(llm, texts, cfg.tag, cache_path))
+    (tags, stats), cost = _with_teacher(cfg, lambda llm: tag_texts(llm, texts, cfg.tag, cache_path))
+    stats["teacher"] = cost
     write_jsonl(out / "tags.jsonl", ({"key": k, **tags[k]} for k in texts if k in tags))
     write_json(out / "stats.json", stats)
     return stats
@@ -157,7 +185,8 @@ def diagnose_stage(cfg: Config, out: Path, samples: Path, tags: Path) -> dict:
     sizes = dict(Counter(s["task"] for s in dev))     # impact = share of a task's dev items lost
     if not failures:  # nothing to diagnose: no teacher needed
         return diagnose(None, [], tag_of, cfg.diagnose, out, task_sizes=sizes)
-    return _with_teacher(cfg, lambda llm: diagnose(llm, failures, tag_of, cfg.diagnose, out, task_sizes=sizes))
+    stats, cost = _with_teacher(cfg, lambda llm: diagnose(llm, failures, tag_of, cfg.diagnose, out, task_sizes=sizes))
+    return {**stats, "teacher": cost}
 
 
 def synthesize_stage(cfg: Config, out: Path, deficiencies: Path, avoid: Path, round_idx: int) -> dict:
@@ -172,23 +201,24 @@ def synthesize_stage(cfg: Config, out: Path, deficiencies: Path, avoid: Path, ro
     avoid_texts = [row["text"] for row in rows]
     targets = {row["key"]: row["text"] for row in rows if row.get("field") == "target"}  # IFEval: the checkers
     scorers = {t.name: t.metric or t.scoring_from or t.task or t.name for t in load_suite(cfg.eval.suite).tasks}
-    return _with_teacher(cfg, lambda llm: synthesize(llm, defs, cfg.synthesize, round_idx, path,
-                                                     seed=cfg.seed + round_idx, avoid_texts=avoid_texts,
-                                                     task_scorers=scorers, eval_targets=targets))
+    stats, cost = _with_teacher(cfg, lambda llm: synthesize(llm, defs, cfg.synthesize, round_idx, path,
+                                                            seed=cfg.seed + round_idx, avoid_texts=avoid_texts,
+                                                            task_scorers=scorers, eval_targets=targets))
+    return {**stats, "teacher": cost}
 
 
 def retrieve_stage(cfg: Config, cache: Path, samples: Path, deficiencies: Path, out: Path) -> dict:
     from synth.pool import load_pool, pool_stats
-    from synth.retrieve import retrieve
+    from synth.retrieve import eval_targets, retrieve
 
     dev, failures = split_rows(read_jsonl(samples))
-    items = failures or dev
-    defs = read_json(deficiencies)["deficiencies"]
-    queries = [s["prompt"] for s in items] + [d["ability"] for d in defs]
-    # a deficiency stands for `count` failures: weight its query accordingly
-    weights = [1.0] * len(items) + [float(max(1, d.get("count", 1))) for d in defs]
+    # kNN queries (each failure 1, a deficiency a share of its failures) and the DSIR target (the dev items)
+    t = eval_targets(dev, failures, read_json(deficiencies)["deficiencies"], cfg.retrieve)
     pool = load_pool(cfg.retrieve.pool, cache)
-    stats = retrieve(pool, queries, cfg.retrieve, cache, out / "records.jsonl", weights=weights)
+    # tokens counted with the student's tokenizer; nothing longer than the trainer's max_seq_len
+    stats = retrieve(pool, t.queries, cfg.retrieve, cache, out / "records.jsonl", weights=t.weights,
+                     target=t.target, target_weights=t.target_weights,
+                     student=resolve_model(cfg.student.model, cfg.cache_dir), max_seq_len=cfg.train.max_seq_len)
     return {**stats, "pool": pool_stats(cfg.retrieve.pool, cache)}   # what the pool's filters kept and dropped
 
 
@@ -199,6 +229,19 @@ def mix_stage(cfg: Config, synthesized: Path, retrieved: Path, decontam: Path, o
                cfg.mix, out / "train_data.jsonl")
 
 
+def control_data_stage(cfg: Config, cache: Path, student: str, targeted: Path, decontam: Path, round_idx: int,
+                       out: Path) -> dict:
+    from synth.control import random_control
+    from synth.pool import load_pool
+    from synth.retrieve import token_counter
+
+    return random_control(load_pool(cfg.retrieve.pool, cache), read_records(targeted),
+                          [row["text"] for row in read_jsonl(decontam)], cfg.mix, token_counter(student),
+                          seed=cfg.seed + round_idx, out_path=out / "train_data.jsonl",
+                          max_seq_len=cfg.train.max_seq_len, drop_rules=cfg.retrieve.drop_rules,
+                          split_long=cfg.retrieve.split_long)
+
+
 def _teacher(fn, cfg: Config, out: Path, **kw) -> dict:
     # a teacher on a GPU (or vLLM) gets its own process so its memory is freed afterwards
     if cfg.teacher.backend == "vllm" or (cfg.teacher.backend == "hf" and cfg.teacher.device != "cpu"):
@@ -206,34 +249,42 @@ def _teacher(fn, cfg: Config, out: Path, **kw) -> dict:
     return fn(cfg, out, **kw)
 
 
-def _with_teacher(cfg: Config, fn):
+def _with_teacher(cfg: Config, fn) -> tuple:
+    """(``fn(llm)``, the teacher's cost: token usage and seconds) with the teacher loaded once; the
+    stage puts the cost in its summary (DONE, W&B and the report's cost figures)."""
     from synth.llm import load_llm
 
+    t0 = time.time()
     llm = load_llm(cfg.teacher)
     try:
-        return fn(llm)
+        result = fn(llm)
     finally:
         llm.close()
+    return result, {**llm.usage, "seconds": round(time.time() - t0, 1)}
 
 
-# ------------------------------------------------------------------ tracking
+# ------------------------------------------------------------------ decisions and tracking
+# W&B step r = round r: the data it built, its training, and the evaluation of the adapter it
+# trained (measured at the start of round r+1, or in final/), with its control arm beside it.
 
-def _headline(results: dict) -> float:
-    vals = [t["test"]["score"] for t in results["tasks"].values() if t.get("test", {}).get("n")]
-    return round(statistics.fmean(vals), 4) if vals else 0.0
-
-
-def _score_metrics(results: dict) -> dict:
+def _score_metrics(results: dict, prefix: str = "") -> dict:
     m = {}
     for task, t in results["tasks"].items():
         for split in ("dev", "test"):
             if split in t:
-                m[f"{split}/{task}"] = t[split]["score"]
-    m["test/mean"] = _headline(results)
+                m[f"{prefix}{split}/{task}"] = t[split]["score"]
+    m[f"{prefix}test/mean"] = mean_score(results)
+    m[f"{prefix}dev/mean"] = mean_score(results, "dev")
     return m
 
 
-def _track(rd: RunDir, tracker: Tracker, r: int, scores: dict, st: dict[str, StageResult], walls: dict) -> None:
+def _track(rd: RunDir, tracker: Tracker, p: dict, outcome: Path) -> None:
+    """Log and record round ``p['r']``: its stages' figures, the eval of the adapter it trained
+    (``outcome``), the paired change against the student it started from and against control, its
+    cost, the tables that compare rounds (deficiencies, failed dev items, data mix, tag scores) and
+    its training set and adapter as artifacts."""
+    r, st = p["r"], p["stages"]
+    scores = read_json(outcome / "results.json")
     metrics = _score_metrics(scores)
     tg, dg, sy, rt, mx, tr = (st[k] for k in ("tag", "diagnose", "synthesize", "retrieve", "mix", "train"))
     metrics.update({
@@ -249,25 +300,54 @@ def _track(rd: RunDir, tracker: Tracker, r: int, scores: dict, st: dict[str, Sta
         "train/loss": tr.summary.get("train_loss"),
         "train/tokens": tr.summary.get("tokens_seen"),
         "train/tokens_per_s": tr.summary.get("tokens_per_s"),
-        **{f"time/{k}": v for k, v in walls.items()},
+        **{f"time/{k}": v for k, v in p["walls"].items()},
+        # teacher cost per stage: tokens the backend processed (prompt + completion)
+        **{f"teacher_tokens/{k}": st[k].summary["teacher"]["prompt_tokens"] + st[k].summary["teacher"]["completion_tokens"]
+           for k in ("tag", "diagnose", "synthesize") if "teacher" in st[k].summary},
     })
-    if r > 0:  # paired change on the same test items against the previous round
-        prev = read_jsonl(rd.round_dir(r - 1) / "eval" / "samples.jsonl")
-        cur = read_jsonl(rd.round_dir(r) / "eval" / "samples.jsonl")
-        metrics.update({f"delta/{task}": d["diff"] for task, d in paired_diff(prev, cur).items()})
-    tracker.log({k: v for k, v in metrics.items() if v is not None}, step=r)
+    cur = read_jsonl(outcome / "samples.jsonl")
+    vs_start = paired_diff(read_jsonl(p["start"] / "samples.jsonl"), cur, overall=True)
+    metrics.update({f"delta/{task}": d["diff"] for task, d in vs_start.items()})
+    entry = {"scores": _score_metrics(scores), "outcome": str(outcome.relative_to(rd.root)), "vs_start": vs_start,
+             "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if p["control"] is not None:
+        ctrl = read_json(p["control"] / "results.json")
+        vs_control = paired_diff(read_jsonl(p["control"] / "samples.jsonl"), cur, overall=True)
+        metrics.update(_score_metrics(ctrl, "control/"))
+        metrics.update({f"targeted_minus_control/{task}": d["diff"] for task, d in vs_control.items()})
+        entry.update(control_scores=_score_metrics(ctrl), vs_control=vs_control)
+    cost = figures.cost(rd.root, r, outcome)
+    metrics.update({f"cost/{k}": v for k, v in cost.items() if k not in ("round", "tokens_counted_by")})
+    metrics = {k: v for k, v in metrics.items() if v is not None}
+    tracker.log(metrics, step=r)
+    if tracker.enabled:
+        for name, (columns, rows) in figures.round_tables(rd.root, r, outcome).items():
+            tracker.table(name, columns, rows, step=r)
+        tracker.artifact("train_set", "dataset", tr.dir / "train_set.jsonl", [f"round-{r}"], {"round": r})
+        tracker.artifact("adapter", "model", tr.dir / "adapter", [f"round-{r}"],
+                         {"round": r, "test_mean": metrics["test/mean"], "dev_mean": metrics["dev/mean"]})
     rounds = rd.state().get("rounds", {})
-    rounds[str(r)] = {"scores": _score_metrics(scores), "metrics": metrics,
-                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    rounds[str(r)] = {**entry, "metrics": metrics}
     rd.update_state(rounds=rounds, current_round=r)
 
 
-def _plateaued(test_scores: list[float], cfg: Config) -> bool:
+def _plateaued(dev_scores: list[float], cfg: Config) -> bool:
+    """No dev gain of at least ``min_delta`` in the last ``patience`` measured students over the best
+    before them (the dev items are the same each time, so this is the paired change's estimate)."""
     p = cfg.stop.patience
-    if p <= 0 or len(test_scores) <= p:
+    if p <= 0 or len(dev_scores) <= p:
         return False
-    best_before = max(test_scores[:-p])
-    return max(test_scores[-p:]) < best_before + cfg.stop.min_delta
+    return max(dev_scores[-p:]) < max(dev_scores[:-p]) + cfg.stop.min_delta
+
+
+def _hand_over(measured: list[dict]) -> dict:
+    """The best student on dev (the earliest of equals); test is reported, never used to choose."""
+    rows = [(m, read_json(m["dir"] / "results.json")) for m in measured]
+    best, res = rows[max(range(len(rows)), key=lambda i: (mean_score(rows[i][1], "dev"), -i))]
+    last = rows[-1][1]
+    return {"adapter": best["adapter"], "chosen_by": "dev mean", "measured_at": best["where"],
+            "dev_mean": mean_score(res, "dev"), "test_mean": mean_score(res),
+            "last_adapter": measured[-1]["adapter"], "last_test_mean": mean_score(last)}
 
 
 def _brief(summary: dict) -> str:

@@ -1,7 +1,9 @@
 """W&B tracking: the only module that imports wandb.
 
 One W&B run per loop run (its id kept in state.json, so a resumed loop continues the
-same W&B run), ``step = round``. Offline by default: files under ``<run>/wandb``, no
+same W&B run), ``step = round``: scalars (``log``), tables (``table``: logged at the round's
+step, so W&B shows one per round and can compare them) and files as versioned artifacts
+(``artifact``: the round's training set and adapter, aliased ``round-<r>``). Offline by default: files under ``<run>/wandb``, no
 network traffic; ``tracking.wandb=online`` once ``wandb login`` is done; ``disabled``
 turns it off. W&B's own dirs are pointed into the run dir so nothing lands in $HOME.
 """
@@ -40,6 +42,10 @@ class Tracker:
                               settings=wandb.Settings(console="off", x_disable_stats=True))
 
     @property
+    def enabled(self) -> bool:
+        return self.run is not None
+
+    @property
     def run_id(self) -> str | None:
         return self.run.id if self.run is not None else None
 
@@ -50,6 +56,30 @@ class Tracker:
     def log(self, metrics: dict[str, Any], step: int) -> None:
         if self.run is not None:
             self.run.log(metrics, step=step)
+
+    def table(self, name: str, columns: list[str], rows: list[list[Any]], step: int) -> None:
+        """A table at ``step`` (W&B merges it with that step's scalars). Offline, its JSON lands in the
+        run's ``files/media/table/<name>_*.table.json``."""
+        if self.run is not None:
+            import wandb
+
+            self.run.log({name: wandb.Table(columns=list(columns), data=[list(r) for r in rows])}, step=step)
+
+    def artifact(self, name: str, kind: str, path: Path, aliases: list[str] = (), metadata: dict | None = None) -> None:
+        """A file or folder as a versioned artifact (W&B keeps one version per distinct content; an
+        unchanged file logged again on resume is the same version). The files are copied into W&B's
+        staging area, so a stage rerun before ``wandb sync`` cannot change what was logged."""
+        if self.run is None:
+            return
+        import wandb
+
+        art = wandb.Artifact(name, type=kind, metadata=metadata or {})
+        path = Path(path)
+        if path.is_dir():
+            art.add_dir(str(path))
+        else:
+            art.add_file(str(path), name=path.name)
+        self.run.log_artifact(art, aliases=list(aliases))
 
     def summary(self, values: dict[str, Any]) -> None:
         if self.run is not None:

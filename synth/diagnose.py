@@ -78,7 +78,9 @@ def parse_diagnosis(answer: str) -> dict | None:
         ability, error = js.get("ability") or js.get("missing_ability"), js.get("error") or error
     if not ability or not isinstance(ability, str):
         return None
-    ability = re.split(r"(?<=[a-z0-9])\.\s|\n", ability.strip())[0].strip(" .\"'")
+    ability, prev = re.split(r"(?<=[a-z0-9])\.\s|\n", ability.strip())[0], None
+    while ability != prev:  # quotes, dots and any whitespace (a tab, U+3000) around the phrase
+        prev, ability = ability, ability.strip().strip(".\"'")
     # an echoed calculation ('48 + 24 = 62') or answer is not an ability
     if not ability_words(ability) or not parse.looks_like_label(ability, 12) \
             or re.search(r"[=]|\d\s*[-+*/x]\s*\d", ability):

@@ -27,6 +27,7 @@ class MixConfig:
     embedder: str = DEFAULT_EMBEDDER  # used only by the semantic pass
     decontam_n: int = 13              # word n-gram shared with an eval item = contaminated
     decontam_min_words: int = 6       # eval texts shorter than this are ignored (see synth/decontam.py)
+    decontam_boilerplate_items: int = 3  # an n-gram in this many eval texts is template wording, not a leak (0 = off)
 
 
 def mix(synth_records: list[dict], retrieved_records: list[dict], eval_texts: list[str],
@@ -48,7 +49,8 @@ def mix(synth_records: list[dict], retrieved_records: list[dict], eval_texts: li
         if set(clash) - same:
             raise RecordError(f"mix: record id {sorted(set(clash) - same)[0]!r} is used by different records")
 
-    clean, dstats = decontaminate(union, eval_texts, n=cfg.decontam_n, min_words=cfg.decontam_min_words)
+    clean, dstats = decontaminate(union, eval_texts, n=cfg.decontam_n, min_words=cfg.decontam_min_words,
+                                  boilerplate_items=cfg.decontam_boilerplate_items)
     kept, ustats = dedup(clean, near_threshold=cfg.near_dup_threshold, shingle_n=cfg.shingle_n,
                          semantic_threshold=cfg.semantic_threshold, embedder=cfg.embedder,
                          cache_dir=cache_dir, exact=cfg.exact_dedup)

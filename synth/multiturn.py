@@ -47,7 +47,7 @@ def format_input(messages: Sequence[dict], role: dict) -> dict:
 
 def parse_followup(answer: str) -> str | None:
     text = parse.strip_label(answer, ["User", "Follow-up", "Question"])
-    text = re.split(r"(?im)^\s*assistant\s*:", text)[0]  # the teacher sometimes answers itself too
+    text = re.split(r"(?im)^[^\S\n]*assistant\s*:", text)[0]  # the teacher sometimes answers itself too
     text = text.split("\n\n")[0].strip()
     if len(text) < 5 or parse.is_refusal(text):
         return None

@@ -6,12 +6,18 @@ model output: the caller counts a None as a parse failure and skips the item.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import re
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.S)
-_KEY_LINE = re.compile(r"^\s*[-*#>\s]*\**\s*([A-Za-z][A-Za-z _-]{0,30}?)\s*\**\s*[:=]\s*\**\s*(.*?)\s*$")
-_LIST_ITEM = re.compile(r"^\s*(?:\d{1,3}[.)]|[-*•]|\(\d{1,3}\))\s+(.*\S)\s*$")
+# No two adjacent quantifiers may match the same character (``\s*\**\s*`` on a line of spaces
+# backtracks cubically: 2,000 spaces took 15 s); values are captured whole and trimmed in code.
+_KEY_LINE = re.compile(r"^[-*#>\s]*([A-Za-z][A-Za-z _-]{0,30}?)[\s*]*[:=](.*)$")
+_LIST_ITEM = re.compile(r"^\s*(?:\d{1,3}[.)]|[-*•]|\(\d{1,3}\))\s(.*)$")
+_JSON_CHARS = re.compile(r'[\\"{}\[\]]')
+_OPEN = re.compile(r"[{\[]")
+MAX_JSON_STARTS = 32  # opening brackets tried as the start of a JSON value (bounds the cost)
 _REFUSAL = re.compile(
     r"\b(i'?m sorry|i am sorry|i apologi[sz]e|i can(?:'|no)t (?:help|assist|provide|answer|do that)|"
     r"as an ai(?: language model)?|i'?m (?:just )?an ai|i am (?:just )?an ai|i'?m unable to|i am unable to|"
@@ -21,40 +27,43 @@ _REFUSAL = re.compile(
 def _json_candidates(text: str):
     for m in _FENCE.finditer(text):
         yield m.group(1)
-    # every balanced {...} or [...] span, outermost first
-    for open_ch, close_ch in (("{", "}"), ("[", "]")):
-        start = text.find(open_ch)
-        while start != -1:
-            depth, in_str, esc = 0, False, False
-            for i in range(start, len(text)):
-                ch = text[i]
-                if in_str:
-                    esc = (ch == "\\") and not esc
-                    if ch == '"' and not esc:
-                        in_str = False
+    # balanced {...} or [...] spans in the order they open (outermost first), from the first
+    # MAX_JSON_STARTS opening brackets: each scan may run to the end, so 'x{{{{...' is quadratic
+    for start in itertools.islice((m.start() for m in _OPEN.finditer(text)), MAX_JSON_STARTS):
+        open_ch = text[start]
+        close_ch = "}" if open_ch == "{" else "]"
+        depth, in_str, escaped_at = 0, False, -1
+        for m in _JSON_CHARS.finditer(text, start):  # only quotes, backslashes, brackets matter
+            ch = m.group()
+            if in_str:
+                if m.start() == escaped_at:  # the character right after a backslash
                     continue
-                if ch == '"':
-                    in_str = True
-                elif ch == open_ch:
-                    depth += 1
-                elif ch == close_ch:
-                    depth -= 1
-                    if depth == 0:
-                        yield text[start:i + 1]
-                        break
-            start = text.find(open_ch, start + 1)
+                if ch == "\\":
+                    escaped_at = m.end()
+                elif ch == '"':
+                    in_str = False
+                continue
+            if ch == '"':
+                in_str = True
+            elif ch == open_ch:
+                depth += 1
+            elif ch == close_ch:
+                depth -= 1
+                if depth == 0:
+                    yield text[start:m.end()]
+                    break
 
 
 def parse_json(text: str, want: type | None = None):
-    """First JSON value (object or array, optionally of type ``want``) found anywhere in ``text``."""
+    """First JSON object or array (of type ``want`` if given) found anywhere in ``text``."""
     if not text:
         return None
     for cand in _json_candidates(text):
         try:
             val = json.loads(cand)
-        except (json.JSONDecodeError, ValueError):
+        except (ValueError, RecursionError):  # JSONDecodeError, too many digits, nesting too deep
             continue
-        if want is None or isinstance(val, want):
+        if isinstance(val, want or (dict, list)):
             return val
     return None
 
@@ -76,7 +85,7 @@ def parse_key_values(text: str, keys: list[str]) -> dict[str, str] | None:
         if key in wanted:
             current = wanted[key] if wanted[key] not in found else None
             if current:
-                found[current] = m.group(2).strip().strip('"').strip()
+                found[current] = m.group(2).strip().lstrip("*").strip().strip('"').strip()
             continue
         if m and key not in wanted and current and found.get(current):
             current = None  # another key ends the value
@@ -108,7 +117,8 @@ def strip_label(text: str, labels: list[str]) -> str:
     """Text after a leading ``Label:`` (e.g. 'Question:'), unquoted and trimmed; '' if empty."""
     text = (text or "").strip()
     for lab in labels:
-        m = re.search(rf"(?im)^\s*\**{re.escape(lab)}\**\s*[:：]\s*", text)
+        # [^\S\n]*, not \s*: a \s* at every line start rescans all later blank lines (quadratic)
+        m = re.search(rf"(?im)^[^\S\n]*\**{re.escape(lab)}\**\s*[:：]\s*", text)
         if m:
             text = text[m.end():]
             break

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import logging
 import os
 import time
@@ -28,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from evalsuite.records import (RecordError, content_hash, iter_jsonl, make_record, read_json,
-                               read_jsonl, write_json, write_jsonl)
+from evalsuite.records import (RecordError, content_hash, make_record, read_json, read_jsonl, write_json,
+                               write_jsonl)
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ ROLE_MAP = {"human": "user", "user": "user", "gpt": "assistant", "chatgpt": "ass
             "bing": "assistant", "bard": "assistant", "assistant": "assistant",
             "model": "assistant", "system": "system"}
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
-CACHE_VERSION = 1  # bump when conversion rules change, so old caches are not reused
+CACHE_VERSION = 2  # bump when conversion rules change, so old caches are not reused
 
 
 @dataclass
@@ -129,7 +130,10 @@ def _stream_json_array(path: Path, stats: Counter) -> Iterator[tuple[str, dict]]
     n = 0
     with path.open("rb") as fh:
         try:
-            for item in ijson.items(fh, "item"):
+            # use_float: floats as float, not Decimal (which JSON cannot write back), and an integer
+            # beyond 64 bits is an 'integer overflow' error here, where without it one of more than
+            # 4,300 digits crashes the interpreter (yajl2_c, segmentation fault)
+            for item in ijson.items(fh, "item", use_float=True):
                 n += 1
                 stats["rows_read"] += 1
                 yield f"{path}: item {n}", item
@@ -141,6 +145,30 @@ def _stream_json_array(path: Path, stats: Counter) -> Iterator[tuple[str, dict]]
             log.warning("%s is truncated: stopped cleanly after %d whole records", path, n)
         except ijson.JSONError as exc:
             raise PoolFormatError(f"{path}: invalid JSON after item {n}: {str(exc).splitlines()[0]}") from None
+        except UnicodeDecodeError as exc:  # yajl2_c on a lone low surrogate escape ("\\udc00")
+            raise PoolFormatError(f"{path}: invalid text after item {n}: {exc}") from None
+
+
+def _read_jsonl(path: Path, stats: Counter) -> Iterator[tuple[str, Any]]:
+    """Yield ("file:line", value) for each non-blank line; a line that is not UTF-8 JSON raises
+    PoolFormatError naming file:line (bytes are split on newlines only, as JSON lines are)."""
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise PoolFormatError(f"{where}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise PoolFormatError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+            except (ValueError, RecursionError) as exc:  # a number too long, nesting too deep
+                raise PoolFormatError(f"{where}: invalid JSON ({type(exc).__name__}: {exc})") from None
+            stats["rows_read"] += 1
+            yield where, row
 
 
 def _iter_rows(cfg: PoolConfig, stats: Counter) -> Iterator[tuple[str, dict]]:
@@ -163,9 +191,7 @@ def _iter_rows(cfg: PoolConfig, stats: Counter) -> Iterator[tuple[str, dict]]:
             suffix = ".jsonl"  # JSON lines named .json, as datasets also accepts
         if suffix == ".jsonl":
             # read directly (not through datasets) so a broken line is reported as file:line
-            for lineno, row in enumerate(iter_jsonl(path), 1):
-                stats["rows_read"] += 1
-                yield f"{path}: record {lineno}", row
+            yield from _read_jsonl(path, stats)
             return
         import datasets
 
@@ -252,6 +278,41 @@ def to_messages(turns: list[tuple[str, str]], cfg: PoolConfig) -> tuple[list[dic
     return out, ""
 
 
+def _tags(where: str, row: dict) -> dict | None:
+    """A schema record's ``tags``; a non-dict ``tags`` is some other dataset's column and ignored."""
+    tags = row.get("tags")
+    if not isinstance(tags, dict):
+        return None
+    out = {}
+    for k in ("fine", "macro"):
+        v = tags.get(k)
+        if v is None:
+            v = []
+        if not isinstance(v, list) or not all(isinstance(t, str) for t in v):
+            raise PoolFormatError(f"{where}: tags[{k!r}] must be a list of strings, got {v!r:.80}")
+        out[k] = v
+    return out
+
+
+def _utf8(text: str) -> bool:
+    """False for text with lone surrogates (JSON lines may hold '\\ud83d', half an emoji): such
+    text cannot be written, hashed or embedded."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _writable(where: str, rec: dict) -> bool:
+    """Whether the record can be written as UTF-8 JSON (False: lone surrogates in its id or meta);
+    a value JSON cannot hold (bytes, a date from Parquet) raises naming the row."""
+    try:
+        return _utf8(json.dumps(rec, ensure_ascii=False))
+    except (TypeError, ValueError) as exc:
+        raise PoolFormatError(f"{where}: 'meta'/'scores' hold a value JSON cannot store ({exc})") from None
+
+
 def convert_rows(rows, cfg: PoolConfig, stats: Counter) -> Iterator[dict]:
     """Schema records from raw (where, row) pairs, counting each drop reason in ``stats``."""
     source = f"pool:{pool_name(cfg)}"
@@ -262,22 +323,28 @@ def convert_rows(rows, cfg: PoolConfig, stats: Counter) -> Iterator[dict]:
         if msgs is None:
             stats[f"drop_{reason}"] += 1
             continue
+        if not _utf8("".join(m["content"] for m in msgs)):
+            stats["drop_invalid_unicode"] += 1
+            continue
         h = content_hash(msgs)
         if h in seen_content:
             stats["drop_duplicate"] += 1
             continue
-        seen_content.add(h)
         orig = row.get("id")
         rid = f"{source}:{orig}" if orig not in (None, "") else f"{source}:{h}"
         if rid in seen_ids:  # same id, different content: disambiguate by content
             rid = f"{rid}:{h}"
-        seen_ids.add(rid)
-        tags = row.get("tags") if isinstance(row.get("tags"), dict) else None
         meta = dict(row["meta"]) if isinstance(row.get("meta"), dict) else {}
         if orig not in (None, ""):
             meta.setdefault("orig_id", str(orig))
         scores = row.get("scores") if isinstance(row.get("scores"), dict) else None
-        yield make_record(msgs, source, id=rid, tags=tags, scores=scores, meta=meta)
+        rec = make_record(msgs, source, id=rid, tags=_tags(where, row), scores=scores, meta=meta)
+        if not _writable(where, rec):
+            stats["drop_invalid_unicode"] += 1
+            continue
+        seen_content.add(h)
+        seen_ids.add(rid)
+        yield rec
         stats["kept"] += 1
         if cfg.max_records and stats["kept"] >= cfg.max_records:
             stats["stopped_at_max_records"] = 1

@@ -56,12 +56,12 @@ def parse_instruction(answer: str) -> str | None:
     """The text after ``Question:``/``Request:``/``Task:`` (or a first list item / paragraph), or None."""
     if not answer or not answer.strip():
         return None
-    if re.search(r"(?im)^\s*\**(?:question|request|task)\**\s*[:：]", answer):
+    if re.search(r"(?im)^[^\S\n]*\**(?:question|request|task)\**\s*[:：]", answer):
         text = parse.strip_label(answer, LABELS)
     else:
         items = parse.parse_list(answer)
         text = items[0] if items else answer.strip()
-    text = re.split(r"(?im)^\s*(?:\**answer\**|solution|skill|topic)\s*[:：]", text)[0]
+    text = re.split(r"(?im)^[^\S\n]*(?:\**answer\**|solution|skill|topic)\s*[:：]", text)[0]
     text = text.split("\n\n")[0].strip()
     return text or None
 

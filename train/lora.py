@@ -8,7 +8,10 @@ labelled positions. Checkpoints go to ``out_dir/checkpoints`` and a re-run resum
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import math
+import os
 import random
 import shutil
 import time
@@ -136,6 +139,14 @@ def _trainer_class():
 
         loss_is_scaled_for_ga = True  # we divide by the token count of the whole accumulated step
 
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            value = loss.item()
+            sums = _loss_total(self)
+            if sums.total is not None and math.isfinite(value):  # the Trainer skips nan/inf losses too
+                sums.total += value
+            return loss
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             shift = inputs.pop("shift_labels")[0]
             inputs.pop("labels", None)
@@ -149,6 +160,35 @@ def _trainer_class():
             return (loss, out) if return_outputs else loss
 
     return FlatSFTTrainer
+
+
+def _loss_total_callback():
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import ExportableState
+
+    class LossTotal(TrainerCallback, ExportableState):
+        """Sum of the step losses since step 0 (``FlatSFTTrainer.training_step`` adds to it), saved in
+        each checkpoint's trainer_state.json and restored on resume: a resumed run reports the mean
+        over all its steps, as an uninterrupted one does (the Trainer's own training_loss covers only
+        the steps of its process)."""
+
+        def __init__(self, total: float | None = None):
+            self.total = self.at_start = total   # None: unknown (a checkpoint written without it)
+
+        def on_train_begin(self, args, state, control, **kw):
+            if state.global_step == 0:
+                self.total = 0.0
+            self.at_start = self.total           # the steps before a resume
+
+        def state(self) -> dict:
+            return {"args": {"total": self.total}, "attributes": {}}
+
+    return LossTotal()
+
+
+def _loss_total(trainer):
+    # looked up each time: resuming replaces the callback with one rebuilt from the checkpoint
+    return next(c for c in trainer.callback_handler.callbacks if type(c).__name__ == "LossTotal")
 
 
 def _rate_callback(collator: FlatCollator):
@@ -173,16 +213,31 @@ def _fingerprint(cfg: TrainConfig, base: str, adapter_in: str | None, records: l
 
 
 def _prepare_checkpoints(ckpt: Path, fp: str) -> str | None:
-    """Last checkpoint to resume from, if ``ckpt`` holds one of this exact run; else start clean."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """Last whole checkpoint to resume from, if ``ckpt`` holds one of this exact run; else start clean.
 
+    A kill during a save leaves ``checkpoint-N`` without a readable trainer_state.json (the Trainer
+    writes it last): such a folder is removed and the one before it resumed."""
+    shutil.rmtree(_trash(ckpt), ignore_errors=True)   # a kill while removing them after success
     stamp = ckpt / "fingerprint.txt"
     if ckpt.exists() and (not stamp.exists() or stamp.read_text().strip() != fp):
         log.warning("%s holds checkpoints of a different run (config or data changed); removing them", ckpt)
         shutil.rmtree(ckpt)
     ckpt.mkdir(parents=True, exist_ok=True)
     stamp.write_text(fp + "\n")
-    return get_last_checkpoint(str(ckpt))
+    steps = sorted((int(p.name.split("-")[1]), p) for p in ckpt.glob("checkpoint-*")
+                   if p.is_dir() and p.name.split("-")[1].isdigit())
+    for _, path in reversed(steps):
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+            return str(path)
+        except (OSError, ValueError):
+            log.warning("%s was not completely written (killed while saving?); removing it", path)
+            shutil.rmtree(path)
+    return None
+
+
+def _trash(ckpt: Path) -> Path:
+    return ckpt.with_name(f".{ckpt.name}.removing")
 
 
 def train(cfg: TrainConfig, data: list[Path], base: str, out_dir: Path,
@@ -242,9 +297,10 @@ def train(cfg: TrainConfig, data: list[Path], base: str, out_dir: Path,
         activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
         logging_steps=cfg.logging_steps, report_to="none", remove_unused_columns=False,
+        restore_callback_states_from_checkpoint=True,  # LossTotal's sum
         dataloader_num_workers=0, disable_tqdm=False)
     trainer = _trainer_class()(model=model, args=args, train_dataset=dataset, data_collator=collator,
-                               callbacks=[_rate_callback(collator), *callbacks])
+                               callbacks=[_rate_callback(collator), _loss_total_callback(), *callbacks])
     if resume:
         log.info("resuming from %s", resume)
     step0 = int(Path(resume).name.split("-")[-1]) if resume else 0
@@ -253,9 +309,15 @@ def train(cfg: TrainConfig, data: list[Path], base: str, out_dir: Path,
     train_s = time.perf_counter() - t0
 
     # 5. outputs
+    steps = trainer.state.global_step
+    # over all steps, resumed or not: the Trainer's mean covers the steps after step0 only
+    before = _loss_total(trainer).at_start
+    train_loss = result.training_loss if not step0 or before is None else \
+        (before + result.training_loss * (steps - step0)) / steps
+    if trainer.state.log_history and "train_loss" in trainer.state.log_history[-1]:
+        trainer.state.log_history[-1]["train_loss"] = train_loss
     model.save_pretrained(str(out_dir / "adapter"), safe_serialization=True)
     trainer.state.save_to_json(str(out_dir / "trainer_state.json"))
-    steps = trainer.state.global_step
     batches = steps * cfg.grad_accum
     per_epoch = -(-len(rows) // cfg.batch_size)
     here = collator.totals((steps - step0) * cfg.grad_accum)
@@ -263,7 +325,7 @@ def train(cfg: TrainConfig, data: list[Path], base: str, out_dir: Path,
                       for r in range((b % per_epoch) * cfg.batch_size,
                                      min(((b % per_epoch) + 1) * cfg.batch_size, len(rows))))
     metrics = {
-        "train_loss": result.training_loss,
+        "train_loss": train_loss,
         "loss_curve": [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h],
         "tokens_seen": tokens_seen,
         "tokens_this_process": here[0], "trained_tokens_this_process": here[1],
@@ -275,7 +337,9 @@ def train(cfg: TrainConfig, data: list[Path], base: str, out_dir: Path,
         "skipped_ids": skipped, "init": init, "resumed_from": resume, **counts,
     }
     write_json(out_dir / "metrics.json", metrics)
-    shutil.rmtree(ckpt, ignore_errors=True)
+    # renamed first: a kill while removing them must not leave half-deleted checkpoints to resume from
+    os.replace(ckpt, _trash(ckpt))
+    shutil.rmtree(_trash(ckpt), ignore_errors=True)
     return metrics
 
 

@@ -13,6 +13,7 @@ from synth.llm.base import LLM, LLMConfig, Messages, Sampling
 
 BACKENDS = {
     "hf": "synth.llm.hf:HFBackend",
+    "ct2": "synth.llm.ct2:CT2Backend",
     "vllm": "synth.llm.vllm:VLLMBackend",
     "openai": "synth.llm.openai:OpenAIBackend",
     "fake": "synth.llm.fake:FakeBackend",

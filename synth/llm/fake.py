@@ -138,6 +138,7 @@ class FakeBackend:
     def __init__(self, cfg: LLMConfig):
         self.cfg = cfg
         self.calls = 0      # generate() calls, for tests
+        self.usage = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}   # whitespace words
         self.prompts_seen = 0
         self.rules: list[tuple[re.Pattern, list[str]]] = []
         self.default = ""
@@ -187,6 +188,9 @@ class FakeBackend:
             text = _builtin(p, seen[key] + 1000 * sampling.seed) if not self.rules and self.cfg.model == "builtin" \
                 else self._scripted(p)
             out.append(trim_at_stop(text, sampling.stop).strip())
+        self.usage["requests"] += len(prompts)
+        self.usage["prompt_tokens"] += sum(len(_joined(p).split()) for p in prompts)
+        self.usage["completion_tokens"] += sum(len(o.split()) for o in out)
         return out
 
     def close(self) -> None:

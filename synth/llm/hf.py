@@ -1,4 +1,4 @@
-"""transformers backend: batched chat generation and completion log-probs (the CPU default).
+"""transformers backend: batched chat generation (the CPU default).
 
 Prompts are rendered with the model's chat template, sorted by length so that each
 batch pads little, generated with left padding and returned in input order. Greedy
@@ -7,14 +7,10 @@ torch RNG is restored afterwards).
 """
 from __future__ import annotations
 
-import logging
 import time
 from typing import Sequence
 
-from synth.llm.base import LLMConfig, Messages, Sampling
-
-log = logging.getLogger(__name__)
-
+from synth.llm.base import LLMConfig, Messages, Sampling, encode_prompts
 
 
 def trim_at_stop(text: str, stop: Sequence[str]) -> str:
@@ -37,6 +33,7 @@ class HFBackend:
 
         self.cfg = cfg
         self.torch = torch
+        self.usage = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
         path = resolve_model(cfg.model)
         dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
                  "auto": "auto"}.get(cfg.dtype)
@@ -55,42 +52,15 @@ class HFBackend:
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
         if self.tok.chat_template is None:
             raise ValueError(f"model {cfg.model!r} has no chat template; the hf backend needs a chat model")
-        self._assistant_header = self._find_assistant_header()
 
     # ------------------------------------------------------------------ generation
-    def _render(self, messages: Messages) -> str:
-        if messages and messages[-1]["role"] == "assistant":  # prefill: continue the final turn
-            return self.tok.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=False,
-                                                continue_final_message=True)
-        return self.tok.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-
-    def _find_assistant_header(self) -> str:
-        """The text the template adds for ``add_generation_prompt`` (e.g. '<|im_start|>assistant\\n')."""
-        msgs = [{"role": "user", "content": "x"}]
-        with_gen = self.tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        without = self.tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=False)
-        header = with_gen[len(without):] if with_gen.startswith(without) else ""
-        return header or (self.tok.bos_token or self.tok.eos_token or "")
-
-    def _encode(self, text: str) -> list[int]:
-        return self.tok(text, add_special_tokens=False)["input_ids"]
-
     def generate(self, prompts: Sequence[Messages], sampling: Sampling) -> list[str]:
         from tqdm.auto import tqdm
 
         torch = self.torch
         if not prompts:
             return []
-        max_prompt = max(8, self.cfg.max_model_len - sampling.max_new_tokens)
-        encoded, truncated = [], 0
-        for p in prompts:
-            ids = self._encode(self._render(p))
-            if len(ids) > max_prompt:  # keep the tail: the question and generation prompt are at the end
-                ids, truncated = ids[-max_prompt:], truncated + 1
-            encoded.append(ids)
-        if truncated:
-            log.warning("%d prompt(s) longer than max_model_len - max_new_tokens = %d tokens were left-truncated",
-                        truncated, max_prompt)
+        encoded = encode_prompts(self.tok, prompts, self.cfg.max_model_len - sampling.max_new_tokens)
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         outputs: list[str] = [""] * len(encoded)
         greedy = sampling.temperature <= 0
@@ -127,9 +97,11 @@ class HFBackend:
                 bar.update(len(idx))
                 bar.set_postfix(tok_s=f"{new_tokens / max(time.time() - t0, 1e-6):.1f}")
         bar.close()
+        self.usage["requests"] += len(encoded)
+        self.usage["prompt_tokens"] += sum(len(e) for e in encoded)
+        self.usage["completion_tokens"] += new_tokens
         return outputs
 
-    # ------------------------------------------------------------------ log-probs
     def close(self) -> None:
         self.model = None
         if self.device.startswith("cuda"):

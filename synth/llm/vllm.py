@@ -20,11 +20,11 @@ class VLLMBackend:
         from evalsuite.models import resolve_model
 
         self.cfg = cfg
+        self.usage = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
         self._SamplingParams = SamplingParams
         self.engine = LLM(model=resolve_model(cfg.model), dtype=cfg.dtype if cfg.dtype != "float32" else "auto",
                           max_model_len=cfg.max_model_len, gpu_memory_utilization=cfg.gpu_memory_utilization,
                           seed=0)
-        self.tok = self.engine.get_tokenizer()
 
     def _params(self, sampling: Sampling, i: int, **extra):
         greedy = sampling.temperature <= 0
@@ -49,14 +49,10 @@ class VLLMBackend:
                                     continue_final_message=prefill)
             for i, o in zip(idx, outs):
                 texts[i] = o.outputs[0].text.strip()
+                self.usage["prompt_tokens"] += len(o.prompt_token_ids or [])
+                self.usage["completion_tokens"] += len(o.outputs[0].token_ids)
+        self.usage["requests"] += len(prompts)
         return texts
-
-    def _assistant_header(self) -> str:
-        msgs = [{"role": "user", "content": "x"}]
-        with_gen = self.tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        without = self.tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=False)
-        header = with_gen[len(without):] if with_gen.startswith(without) else ""
-        return header or (self.tok.bos_token or "")
 
     def close(self) -> None:
         self.engine = None

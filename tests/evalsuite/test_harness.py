@@ -51,6 +51,21 @@ def test_sample_rows(offline_run):
     assert json.loads(ife[0]["target"])[0]["id"]  # the constraints are the target
 
 
+def test_decontamination_texts_cover_every_item_not_only_the_evaluated(offline_run):
+    """limit=4 evaluated 12 items; training data must still avoid all 764 (HumanEval/78 included)."""
+    _, out = offline_run
+    rows = read_jsonl(out / "decontam_texts.jsonl")
+    keys = {r["key"] for r in rows}
+    per_task = {t: sum(k.startswith(t + "/") for k in keys) for t in ("math_offline", "ifeval_offline",
+                                                                     "humaneval_offline")}
+    assert per_task == {"math_offline": 300, "ifeval_offline": 300, "humaneval_offline": 164}
+    by = {(r["key"], r["field"]): r["text"] for r in rows}
+    assert "def " in by[("humaneval_offline/HumanEval/78", "question")]
+    samples = {f"{s['task']}/{s['doc_id']}": s for s in read_jsonl(out / "samples.jsonl")}
+    for key, s in samples.items():   # the same question and target the scorer saw, without the template
+        assert by[(key, "question")] == s["prompt"] and by[(key, "target")] == s["target"]
+
+
 def test_adapter_goes_through_lm_eval_peft(tiny_model_path, offline_run, tmp_path):
     import torch
     from peft import LoraConfig, get_peft_model
@@ -71,6 +86,29 @@ def test_adapter_goes_through_lm_eval_peft(tiny_model_path, offline_run, tmp_pat
     new_rows = read_jsonl(tmp_path / "out" / "samples.jsonl")
     assert [r["doc_id"] for r in new_rows] == [r["doc_id"] for r in base_rows]
     assert [r["response"] for r in new_rows] != [r["response"] for r in base_rows]
+
+
+def test_split_dev_evaluates_the_same_dev_items_alone(tiny_model_path, offline_run, tmp_path):
+    """``split="dev"`` (a data request's eval): exactly the dev rows a full eval of the same items
+    has, with the same responses, and no test item evaluated."""
+    cfg = EvalConfig(suite="offline", limit=4, max_gen_toks=8, bootstrap=50, dev_ratio=0.5)
+    res = run_eval(cfg, tiny_model_path, None, tmp_path, split="dev")
+    full = [r for r in read_jsonl(offline_run[1] / "samples.jsonl") if r["split"] == "dev"]
+    dev = read_jsonl(tmp_path / "samples.jsonl")
+    assert res["split"] == "dev" and {r["split"] for r in dev} == {"dev"}
+    key = lambda r: (r["task"], r["doc_id"], r["response"], r["correct"])  # noqa: E731
+    assert sorted(map(key, dev)) == sorted(map(key, full))
+    assert all(t["test"]["n"] == 0 for t in res["tasks"].values())
+
+
+def test_item_texts_cover_every_item_as_the_eval_logs_it(offline_run):
+    from evalsuite.harness import item_texts
+
+    rows = item_texts(EvalConfig(suite="offline", limit=4))   # limit does not apply: every item
+    keys = {r["key"] for r in rows}
+    assert sum(k.startswith("math_offline/") for k in keys) == 300 and len(rows) == 2 * len(keys)
+    # without evaluating: the same rows an evaluation writes for decontamination
+    assert rows == read_jsonl(offline_run[1] / "decontam_texts.jsonl")
 
 
 @pytest.mark.slow

@@ -31,3 +31,10 @@ def test_extract_code_and_pass_at_1():
     assert extract_code("```python\ndef f():\n    return 1") == "def f():\n    return 1"  # unclosed fence
     assert pass_at_1(["assert add(2, 3) == 5"], [extract_code(text)]) == 1.0
     assert pass_at_1(["assert add(2, 3) == 5"], [["def add(a, b):\n    return a * b"]]) == 0.0
+
+
+def test_numbers_beyond_float_range_compare_without_crashing():
+    from evalsuite.metrics import numbers_equal
+
+    big = "9" * 400
+    assert numbers_equal(big, big) and not numbers_equal(big, "8" + big[1:])

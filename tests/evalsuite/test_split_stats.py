@@ -41,3 +41,26 @@ def test_paired_diff_uses_shared_items_of_the_split():
     assert 0 < d["a"]["ci_low"] <= 0.5 <= d["a"]["ci_high"]
     same = paired_diff(prev, prev)
     assert same["a"]["diff"] == 0 and same["a"]["ci_low"] == same["a"]["ci_high"] == 0
+
+
+def test_mcnemar_exact_and_the_minimum_detectable_effect():
+    from evalsuite.stats import mcnemar_exact, min_detectable_effect
+
+    assert mcnemar_exact(0, 0) == 1.0 and mcnemar_exact(3, 3) == 1.0
+    assert mcnemar_exact(1, 9) == pytest.approx(0.021484375)        # 2 * P(X <= 1), X ~ Bin(10, 1/2)
+    assert mcnemar_exact(0, 5) == pytest.approx(0.0625)
+    # 10 points on a paired binary task at 30% discordance needs ~235 items
+    assert min_detectable_effect(235, 0.3) == pytest.approx(0.10, abs=0.002)
+    assert min_detectable_effect(60) > min_detectable_effect(240)
+
+
+def test_paired_diff_reports_mcnemar_counts_and_an_overall_row():
+    from evalsuite.stats import paired_diff
+
+    prev = [{"task": t, "doc_id": i, "split": "test", "correct": i % 2 == 0} for t in ("a", "b") for i in range(10)]
+    cur = [{**s, "correct": True} for s in prev]
+    d = paired_diff(prev, cur, overall=True)
+    assert d["a"]["b"] == 0 and d["a"]["c"] == 5 and d["a"]["diff"] == pytest.approx(0.5)
+    assert d["a"]["p_mcnemar"] == pytest.approx(0.0625)
+    assert d["_all"]["n"] == 20 and d["_all"]["c"] == 10 and d["_all"]["p_mcnemar"] < 0.01
+    assert "_all" not in paired_diff(prev, cur)

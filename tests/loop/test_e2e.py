@@ -1,7 +1,8 @@
 """End to end: two rounds on the tiny student with the scripted teacher and a small local pool.
 
 Asserts the files each stage wrote, that round 1 evaluated round 0's adapter, that a re-run
-resumes without recomputing, and that a run killed with SIGKILL mid-stage resumes cleanly.
+resumes without recomputing, and that a run killed with SIGKILL mid-stage resumes cleanly. The run
+is the session fixture ``smoke_run`` (tests/loop/conftest.py), shared with test_report.py.
 """
 from __future__ import annotations
 
@@ -14,47 +15,14 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
-from evalsuite.records import make_record, read_records, write_jsonl
+from evalsuite.records import read_records
+from smoke import cli as _cli
+from smoke import overrides as _overrides
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden" / "smoke_round0.json"
-STAGES = ("eval", "tag", "diagnose", "synthesize", "retrieve", "mix", "train")
-
-
-@pytest.fixture(scope="module")
-def pool_file(tmp_path_factory):
-    topics = ["add two numbers", "multiply prices", "write a haiku about rain", "sort a list in python",
-              "explain photosynthesis", "convert miles to km", "list three fruits in uppercase",
-              "compute the average speed", "write a json object with a name", "divide a pizza among friends"]
-    recs = [make_record([{"role": "user", "content": f"Please {t} (variant {i})."},
-                         {"role": "assistant", "content": f"Here is how to {t}: step one, step two. Done {i}."}],
-                        source="pool:test") for i in range(6) for t in topics]
-    path = tmp_path_factory.mktemp("pool") / "pool.jsonl"
-    write_jsonl(path, recs)
-    return path
-
-
-def _overrides(tiny_model_path, pool_file, cache_dir):
-    return [f"student.model={tiny_model_path}", "teacher.backend=fake", "teacher.model=builtin",
-            f"retrieve.pool.source={pool_file}", f"cache_dir={cache_dir}", "tracking.wandb=offline"]
-
-
-def _cli(args, **kw):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "loop", *args], cwd=REPO, env=env, **kw)
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory, tiny_model_path, pool_file):
-    run_dir = tmp_path_factory.mktemp("runs") / "smoke"
-    cache = tmp_path_factory.mktemp("cache")
-    args = ["run", "--config", "configs/smoke.yaml", "--rounds", "2", "--run-dir", str(run_dir),
-            *_overrides(tiny_model_path, pool_file, cache)]
-    proc = _cli(args)
-    assert proc.wait(timeout=900) == 0
-    return run_dir, args
+STAGES = ("eval", "tag", "diagnose", "synthesize", "retrieve", "mix", "train",
+          "control_data", "control_train", "control_eval")
 
 
 def test_two_rounds_write_every_stage(smoke_run):
@@ -79,6 +47,11 @@ def test_two_rounds_write_every_stage(smoke_run):
         assert synth and all(rec["meta"]["round"] == int(r[-3:]) for rec in synth)
         retrieved = read_records(run_dir / r / "retrieve" / "records.jsonl")
         assert retrieved and all(rec["source"].startswith("pool:") for rec in retrieved)
+        rt = json.loads((run_dir / r / "retrieve" / "DONE").read_text())["summary"]
+        assert rt["kl_target_selected"] is not None and rt["kl_target_random"] is not None
+        assert rt["max_seq_len"] == 512 and all(rec["meta"]["retrieval"]["tokens"] <= 512 for rec in retrieved)
+        skipped = json.loads((run_dir / r / "train" / "metrics.json").read_text())["skipped_ids"]
+        assert not {rec["id"] for rec in retrieved} & {i for ids in skipped.values() for i in ids}
         train = run_dir / r / "train"
         assert (train / "adapter" / "adapter_model.safetensors").exists()
         assert read_records(train / "train_set.jsonl")
@@ -86,6 +59,29 @@ def test_two_rounds_write_every_stage(smoke_run):
     res1 = json.loads((run_dir / "round_001" / "eval" / "results.json").read_text())
     assert res1["adapter"] and Path(res1["adapter"]).resolve() == (run_dir / "round_000/train/adapter").resolve()
     assert (run_dir / "final" / "eval" / "results.json").exists()
+    # the control arm: same start and token count, random pool records, same items, never fed forward
+    for r in ("round_000", "round_001"):
+        cd = json.loads((run_dir / r / "control_data" / "DONE").read_text())["summary"]
+        assert cd["records"] > 0 and cd["tokens"] >= cd["target_tokens"] > 0
+        ctrl = read_records(run_dir / r / "control_data" / "train_data.jsonl")
+        assert all(rec["source"].startswith("pool:") for rec in ctrl)
+        cres = json.loads((run_dir / r / "control_eval" / "results.json").read_text())
+        assert Path(cres["adapter"]).resolve() == (run_dir / r / "control_train" / "adapter").resolve()
+    res0 = json.loads((run_dir / "round_000" / "eval" / "results.json").read_text())
+    assert res1["adapter"] != json.loads((run_dir / "round_000" / "control_eval" / "results.json").read_text())["adapter"]
+    for r in ("0", "1"):   # round r's row: the adapter it trained vs its control, paired, with McNemar and MDE
+        row = state["rounds"][r]
+        assert row["outcome"] == ("round_001/eval" if r == "0" else "final/eval")
+        allc = row["vs_control"]["_all"]
+        assert allc["n"] == sum(t["test"]["n"] for t in res0["tasks"].values()) and allc["mde"] > 0
+        assert 0 <= allc["p_mcnemar"] <= 1 and allc["ci_low"] <= allc["diff"] <= allc["ci_high"]
+    # the student handed over is the best on dev among those measured
+    devs = {w: json.loads((run_dir / w / "eval" / "results.json").read_text()) for w in ("round_000", "round_001", "final")}
+    fin = state["final"]
+    assert fin["chosen_by"] == "dev mean" and fin["measured_at"] in devs
+    assert fin["dev_mean"] == max(round(sum(t["dev"]["score"] for t in d["tasks"].values()) / len(d["tasks"]), 4)
+                                  for d in devs.values())
+    assert "Targeted vs control" in (run_dir / "report.md").read_text()
     assert list((run_dir / "wandb").glob("offline-run-*")), "a W&B offline run directory"
     assert (run_dir / "report.md").read_text().count("|") > 10
 
@@ -171,7 +167,7 @@ def test_rerun_resumes_without_recomputing(smoke_run):
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out
     assert {p: p.stat().st_mtime for p in run_dir.glob("round_*/*/DONE")} == before
-    assert out.count("resumed") >= 14
+    assert out.count("resumed") >= 20
 
 
 def test_kill_9_mid_stage_then_rerun_completes(tmp_path, tiny_model_path, pool_file):

@@ -44,8 +44,10 @@ def test_editing_a_template_reruns_exactly_its_stages(tmp_path, tiny_model_path)
     subprocess.run(args, cwd=REPO, env=env, check=True, capture_output=True)
     after = _done_times(run_dir)
     rerun = {k for k in before if after[k] != before[k]}
-    # synthesize renders evolve.j2; mix and train take its output; the final eval measures the new adapter
-    assert rerun == {"round_000/synthesize", "round_000/mix", "round_000/train", "final/eval"}, rerun
+    # synthesize renders evolve.j2; mix and train take its output; the control arm is sized by the mix's
+    # tokens; the final eval measures the new adapter. Eval, tag, diagnose and retrieve are kept.
+    assert rerun == {"round_000/synthesize", "round_000/mix", "round_000/train", "round_000/control_data",
+                     "round_000/control_train", "round_000/control_eval", "final/eval"}, rerun
 
 
 def test_template_suite_and_pool_hashes_follow_content(tmp_path):

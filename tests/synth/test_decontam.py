@@ -30,6 +30,7 @@ def test_long_eval_text_matches_any_13_gram_even_reformatted():
     assert stats["contaminated"] == 2 and stats["eval_items_hit"] == 1
     assert stats["eval_short_ignored"] == 1 and stats["eval_ngram_texts"] == 1
     assert {e["id"] for e in stats["examples"]} == {"leak", "ans"}
+    assert stats["eval_hits"] == [(0, 2)]       # [eval text index, records it caught]
 
 
 def test_twelve_shared_words_are_not_contamination_at_n13_but_are_at_n10():
@@ -66,3 +67,18 @@ def test_index_counts_and_bad_params():
     assert idx.match("nothing here") is None
     with pytest.raises(ValueError, match="n and min_words"):
         EvalIndex([], n=0)
+
+
+def test_shared_constraint_wording_is_boilerplate_but_an_items_own_text_is_not():
+    """A synthesized instruction reusing IFEval's constraint sentence is not a copy of an item."""
+    constraint = ("Your entire response should be in English, and in all lowercase letters. "
+                  "No capital letters are allowed.")
+    items = [f"Write a short essay about {topic} for a school newsletter. {constraint}"
+             for topic in ("the history of tea", "volcanoes in Iceland", "how bees dance", "night trains")]
+    reuse = rec(f"Describe your favourite breakfast in three sentences. {constraint}", rid="reuse")
+    copy = rec("Write a short essay about volcanoes in Iceland for a school newsletter. Your entire answer", rid="copy")
+    kept, st = decontaminate([reuse, copy], items)
+    assert [r["id"] for r in kept] == ["reuse"] and st["boilerplate_keys"] > 0
+    assert "lowercase letters" in " ".join(st["boilerplate_examples"])
+    kept, st = decontaminate([reuse, copy], items, boilerplate_items=0)   # off: the shared wording counts
+    assert kept == []

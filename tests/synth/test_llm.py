@@ -8,10 +8,10 @@ from synth.prompts import MARKERS, render_chat
 
 
 def test_registry_is_a_plain_dict_with_did_you_mean():
-    assert set(BACKENDS) == {"hf", "vllm", "openai", "fake"}
+    assert set(BACKENDS) == {"hf", "ct2", "vllm", "openai", "fake"}
     with pytest.raises(ValueError, match="Did you mean 'openai'"):
         get_backend("opnai")
-    with pytest.raises(ValueError, match="Known: fake, hf, openai, vllm"):
+    with pytest.raises(ValueError, match="Known: ct2, fake, hf, openai, vllm"):
         load_llm(LLMConfig(backend="zzz"))
 
 

@@ -3,6 +3,7 @@
 import pytest
 
 from synth.llm import LLMConfig, Sampling, load_llm
+from synth.llm.base import render_prompt
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def test_small_batches_match_one_big_batch(tiny_model_path):
 
 def test_final_assistant_turn_is_continued(llm):
     msgs = [{"role": "user", "content": "Label this."}, {"role": "assistant", "content": "Tags:"}]
-    assert llm._render(msgs).endswith("<|im_start|>assistant\nTags:")
-    assert llm._render(msgs[:1]).endswith("<|im_start|>assistant\n")
+    assert render_prompt(llm.tok, msgs).endswith("<|im_start|>assistant\nTags:")
+    assert render_prompt(llm.tok, msgs[:1]).endswith("<|im_start|>assistant\n")
     out = llm.generate([msgs, msgs[:1]], Sampling(max_new_tokens=4, temperature=1.0, seed=0))
     assert len(out) == 2

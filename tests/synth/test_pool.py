@@ -121,11 +121,11 @@ def test_broken_jsonl_line_and_unknown_format_name_file_and_line(tmp_path):
         load_pool(PoolConfig(source=str(bad)), tmp_path / "c")
     odd = tmp_path / "odd.jsonl"
     odd.write_text(json.dumps({"prompt": "a", "response": "b"}) + "\n" + json.dumps({"question": "q", "answer": "a"}) + "\n")
-    with pytest.raises(RecordError, match=r"odd\.jsonl: record 2: unknown row format.*'answer', 'question'"):
+    with pytest.raises(RecordError, match=r"odd\.jsonl:2: unknown row format.*'answer', 'question'"):
         load_pool(PoolConfig(source=str(odd)), tmp_path / "c")
     turns = tmp_path / "turns.jsonl"
     turns.write_text(json.dumps({"conversations": [{"from": "human"}]}) + "\n")
-    with pytest.raises(RecordError, match=r"turns\.jsonl: record 1: conversations\[0\]"):
+    with pytest.raises(RecordError, match=r"turns\.jsonl:1: conversations\[0\]"):
         load_pool(PoolConfig(source=str(turns)), tmp_path / "c")
     with pytest.raises(ValueError, match="expected 'sharegpt'"):
         load_pool(PoolConfig(source=str(tmp_path / "x.csv")), tmp_path / "c")

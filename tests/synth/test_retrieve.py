@@ -1,4 +1,7 @@
-"""Retrieval: right neighbours, weights, token budget, max_records, cached index, output records."""
+"""Retrieval: right neighbours, weights, token budget, max_records, cached index, output records.
+
+These test the kNN part alone (``dsir_share=0``); tests/synth/test_select.py covers the
+quotas, DSIR, KL, length, content-rule and diversity gates."""
 from __future__ import annotations
 
 import pytest
@@ -30,7 +33,7 @@ def pool():
 
 
 def test_queries_retrieve_their_topic_with_metadata(pool, tmp_path):
-    cfg = RetrieveConfig(k_per_query=3, min_similarity=0.3, max_records=0, token_budget=0)
+    cfg = RetrieveConfig(k_per_query=3, min_similarity=0.3, max_records=0, token_budget=0, dsir_share=0)
     out = tmp_path / "retrieved.jsonl"
     stats = retrieve(pool, ["solve 2x - 4 = 10", "write a python function to sort a dict"], cfg,
                      tmp_path / "cache", out)
@@ -48,11 +51,14 @@ def test_queries_retrieve_their_topic_with_metadata(pool, tmp_path):
 
 
 def test_weights_order_the_selection(pool, tmp_path):
-    cfg = RetrieveConfig(k_per_query=4, min_similarity=0.2, max_records=4, token_budget=0)
+    cfg = RetrieveConfig(k_per_query=4, min_similarity=0.0, max_records=4, token_budget=0, dsir_share=0)
     queries = ["how to cook an egg", "which emperor ruled Rome first"]
     out = tmp_path / "r.jsonl"
     retrieve(pool, queries, cfg, tmp_path / "c", out, weights=[1.0, 3.0])
-    assert read_records(out)[0]["id"].startswith("pool:test:history")
+    got = read_records(out)
+    assert got[0]["id"].startswith("pool:test:history")
+    # quotas: 4 records shared 3:1 by weight (the heavier query takes first), not 4:0 by weighted score
+    assert [r["meta"]["retrieval"]["query_idx"] for r in got] == [1, 0, 1, 1]
     retrieve(pool, queries, cfg, tmp_path / "c", out, weights=[3.0, 1.0])
     assert read_records(out)[0]["id"].startswith("pool:test:cooking")
 
@@ -60,7 +66,7 @@ def test_weights_order_the_selection(pool, tmp_path):
 def test_token_budget_and_max_records_are_respected(tmp_path):
     pool = pool_records(answer_len=400)  # ~110 approx tokens per record
     queries = ["fractions and equations", "python code", "cooking recipes", "history of wars"]
-    base = dict(k_per_query=16, min_similarity=-1.0)
+    base = dict(k_per_query=16, min_similarity=-1.0, dsir_share=0)
     s = retrieve(pool, queries, RetrieveConfig(**base, max_records=0, token_budget=350), tmp_path / "c", tmp_path / "a.jsonl")
     assert s["tokens"] <= 350 and s["selected"] == 3 and s["candidates"] == 16
     assert s["tokens"] == sum(sum(len(m["content"]) for m in r["messages"]) // 4 for r in read_records(tmp_path / "a.jsonl"))
@@ -105,11 +111,11 @@ def test_repeated_prompts_are_taken_once(pool, tmp_path):
     twins = [make_record([{"role": "user", "content": "How long should I boil an egg??"},
                           {"role": "assistant", "content": f"answer {i}"}], "pool:test", id=f"pool:test:twin{i}")
              for i in range(3)]
-    cfg = RetrieveConfig(k_per_query=8, min_similarity=0.5, max_records=0, token_budget=0)
+    cfg = RetrieveConfig(k_per_query=8, min_similarity=0.5, max_records=0, token_budget=0, dsir_share=0)
     s = retrieve(pool + twins, ["boil an egg"], cfg, tmp_path / "c", tmp_path / "o.jsonl")
     texts = [r["messages"][0]["content"].rstrip("?") for r in read_records(tmp_path / "o.jsonl")]
     assert texts.count("How long should I boil an egg") == 1 and s["skipped_same_prompt"] == 3
-    cfg.distinct_prompts = False
+    cfg.distinct_prompts, cfg.diversity_threshold = False, 0.0   # both gates off: every twin is taken
     retrieve(pool + twins, ["boil an egg"], cfg, tmp_path / "c", tmp_path / "o.jsonl")
     texts = [r["messages"][0]["content"].rstrip("?") for r in read_records(tmp_path / "o.jsonl")]
     assert texts.count("How long should I boil an egg") == 4

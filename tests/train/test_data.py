@@ -61,3 +61,13 @@ def test_bad_replay_is_refused_when_the_config_is_made():
 
     with pytest.raises(ValueError, match="replay"):
         TrainConfig(replay=1.0)
+
+
+def test_unreadable_lines_are_record_errors_naming_the_line(tmp_path):
+    p = tmp_path / "r.jsonl"
+    good = json.dumps({"id": "a", "source": "t", "messages": [{"role": "assistant", "content": "x"}]})
+    for bad, what in ((b"\xff\xfe{}", "not UTF-8"), (b"[" * 100000, "unreadable JSON|invalid JSON"),
+                      (('{"id": ' + "1" * 5000 + "}").encode(), "unreadable JSON")):
+        p.write_bytes(good.encode() + b"\n" + bad + b"\n")
+        with pytest.raises(RecordError, match=rf"r.jsonl:2: ({what})"):
+            read_records(p)

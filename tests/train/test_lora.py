@@ -135,6 +135,33 @@ def test_killed_run_resumes_to_the_same_adapter(tmp_path, tiny_model_path, recor
     assert not (tmp_path / "killed" / "checkpoints").exists()
 
 
+def test_a_half_written_checkpoint_is_not_resumed(tmp_path, tiny_model_path, records_file):
+    """A kill during a checkpoint save leaves checkpoint-N without the trainer_state.json that the
+    Trainer writes last: the re-run resumes from the last whole checkpoint instead of failing on it
+    (every re-run would), and ends with the uninterrupted run's adapter and whole-run loss."""
+    import shutil
+
+    data = records_file("d", 12)
+    cfg = small(max_steps=4, save_steps=1, batch_size=1, lr=5e-3, logging_steps=50, dropout=0.1)
+    whole = train(cfg, [data], tiny_model_path, tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, [data], tiny_model_path, tmp_path / "killed", callbacks=[Kill(at=3)])
+    ckpts = tmp_path / "killed" / "checkpoints"
+    half = ckpts / "checkpoint-3"           # as a kill after the model, before the optimizer, leaves it
+    half.mkdir()
+    for name in ("adapter_model.safetensors", "adapter_config.json"):
+        shutil.copy(ckpts / "checkpoint-2" / name, half / name)
+    m = train(cfg, [data], tiny_model_path, tmp_path / "killed")
+    assert m["resumed_from"].endswith("checkpoint-2") and m["steps"] == 4
+    resumed, ref = adapter(tmp_path / "killed"), adapter(tmp_path / "whole")
+    for k in ref:
+        torch.testing.assert_close(resumed[k], ref[k], atol=1e-6, rtol=1e-5)
+    # the mean over all 4 steps, not over the 2 this process ran (the Trainer's own figure)
+    assert m["train_loss"] == pytest.approx(whole["train_loss"], rel=1e-6)
+    assert json.loads((tmp_path / "killed" / "trainer_state.json").read_text())["log_history"][-1]["train_loss"] \
+        == pytest.approx(whole["train_loss"], rel=1e-6)
+
+
 def test_stale_checkpoints_of_another_config_are_not_resumed(tmp_path, tiny_model_path, records_file):
     data = records_file("d", 6)
     with pytest.raises(KeyboardInterrupt):

@@ -1,0 +1,321 @@
+"""The compiled generation engine for CPU: CTranslate2. The one module that imports ``ctranslate2``.
+
+The teacher backend (``synth.llm.ct2``) and the student's lm-eval model (``evalsuite.lm_ct2``)
+both go through :class:`Engine`; they hand it token ids and get texts or log-probs back.
+Why CTranslate2 and not llama.cpp or transformers ``generate``: README "Generation engine"
+(measured by ``benchmarks/generation.py``).
+
+* :func:`prepare` converts an HF model folder (optionally with a LoRA adapter merged in by
+  peft: CT2 has no LoRA at run time) once into ``<cache>/ct2/<key>``, keyed by the content of
+  the source folder, the adapter's content, the quantization and the ctranslate2 version.
+* :meth:`Engine.generate` takes all prompts of a call, groups them by length into batches of up
+  to ``batch_size`` (:func:`plan_batches`: CT2 ingests a batch's prompts at once only up to the
+  shortest one), and CT2 drops finished rows as it decodes (no compute spent on padding after
+  EOS, unlike a transformers batch); a per-token callback stops a row at a stop string.
+* :meth:`Engine.loglikelihood`
+  (``forward_batch``: every position's log-probs, which lm-eval's ``is_greedy`` needs).
+"""
+from __future__ import annotations
+
+import atexit
+import functools
+import hashlib
+import logging
+import os
+import shutil
+import time
+import weakref
+from pathlib import Path
+from typing import Sequence
+
+from evalsuite.models import cache_root
+
+log = logging.getLogger(__name__)
+
+# CTranslate2 weight types; int8 is the CPU default (the fastest here, README "Generation engine")
+QUANTIZATIONS = ("int8", "int8_float32", "int16", "float32", "float16", "bfloat16", "int8_float16",
+                 "int8_bfloat16")
+LOGPROB_BUDGET = 2048  # batch x positions per forward_batch in loglikelihood (x vocab x 4 bytes)
+
+
+def _hash_tree(path: Path, h) -> None:
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        if f.name == "DONE":  # written by our own converters, not model content
+            continue
+        h.update(str(f.relative_to(path)).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+
+
+@functools.lru_cache(maxsize=32)
+def _content_hash(path: str, stamp: tuple) -> str:  # stamp: re-hash only when a file changed
+    h = hashlib.sha256()
+    _hash_tree(Path(path), h)
+    return h.hexdigest()
+
+
+def content_hash(path: str | os.PathLike) -> str:
+    """sha256 over a folder's file names and bytes (a 540 MB model: ~1 s, once per process)."""
+    p = Path(path).resolve()
+    if not p.is_dir():
+        raise FileNotFoundError(f"no model/adapter folder at {p}")
+    stamp = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(p.rglob("*")) if f.is_file())
+    return _content_hash(str(p), stamp)
+
+
+def _check_quantization(q: str) -> None:
+    if q not in QUANTIZATIONS:
+        raise ValueError(f"unknown ct2 quantization {q!r}; use one of {', '.join(QUANTIZATIONS)}")
+
+
+def prepare(model: str, adapter: str | None = None, quantization: str = "int8",
+            cache_dir: str | os.PathLike | None = None) -> Path:
+    """The CT2 folder for ``model`` (an HF folder) + ``adapter`` (merged) at ``quantization``,
+    converted once into the cache (temp name, renamed into place)."""
+    import ctranslate2
+
+    _check_quantization(quantization)
+    if not Path(model).is_dir():
+        raise FileNotFoundError(f"ct2 engine: {model!r} is not a local HF model folder "
+                                f"(resolve embedded:/hub names with evalsuite.models.resolve_model first)")
+    parts = [content_hash(model), content_hash(adapter) if adapter else "no-adapter", quantization,
+             ctranslate2.__version__]
+    key = hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+    name = f"{Path(model).name}{'+' + Path(adapter).name if adapter else ''}-{quantization}-{key}"
+    target = cache_root(cache_dir) / "ct2" / name
+    if (target / "DONE").exists():
+        return target
+    t0 = time.time()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    merged = target.with_name(target.name + f".merged{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        source = model
+        if adapter:
+            _merge_adapter(model, adapter, merged)
+            source = str(merged)
+        log.info("converting %s to CTranslate2 (%s) at %s (once)", source, quantization, target)
+        from ctranslate2.converters import TransformersConverter
+
+        TransformersConverter(source, low_cpu_mem_usage=True).convert(str(tmp), quantization=quantization,
+                                                                      force=True)
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(source).save_pretrained(tmp)  # the engine reads its tokenizer from here
+        gen_cfg = Path(source) / "generation_config.json"
+        if gen_cfg.exists():  # its eos_token_id list is where generation stops
+            shutil.copy(gen_cfg, tmp / "generation_config.json")
+        (tmp / "DONE").write_text(f"model {model}\nadapter {adapter}\nquantization {quantization}\n"
+                                  f"ctranslate2 {ctranslate2.__version__}\n")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(merged, ignore_errors=True)
+    log.info("ct2 model ready in %.1f s", time.time() - t0)
+    return target
+
+
+def _merge_adapter(model: str, adapter: str, out: Path) -> None:
+    """base + LoRA merged into plain fp32 weights (CT2 serves one dense model)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
+    merged.save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(model).save_pretrained(out)
+    gen_cfg = Path(model) / "generation_config.json"
+    if gen_cfg.exists():
+        shutil.copy(gen_cfg, out / "generation_config.json")
+
+
+# Relative costs for plan_batches, in units of one row's share of a decode step (~3.1 ms), measured
+# for SmolLM2-135M int8 on 2 cores: a decode step of b rows takes ~26 + 3.1*b ms, and a prompt
+# token forwarded at once ~0.7 ms.
+STEP_FIXED, PREFILL = 8.4, 0.23
+
+
+def plan_batches(lengths: Sequence[int], max_batch: int, new_tokens: int) -> list[list[int]]:
+    """Prompt indices grouped into batches (sorted by length) at the least estimated cost.
+
+    CT2 forwards a batch's prompts at once only up to its SHORTEST prompt; the rest of each longer
+    prompt is fed one token per decode step (OpenNMT/CTranslate2#1480), at the cost of a generated
+    token instead of a prefill token. A batch of prompts of lengths l_min..l_max therefore costs
+    about PREFILL*b*l_min + sum(l - l_min) + STEP_FIXED*(l_max - l_min + new_tokens) on top of its
+    generated tokens: fewer batches save fixed step costs, a wide length spread costs prompt
+    tokens fed one at a time. Exact dynamic programme over the sorted lengths, at most
+    ``max_batch`` rows per batch.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    L = [lengths[i] for i in order]
+    n, cap = len(L), max(1, max_batch)
+    prefix = [0]
+    for x in L:
+        prefix.append(prefix[-1] + x)
+    best = [0.0] + [float("inf")] * n
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        for i in range(max(0, j - cap), j):
+            b = j - i
+            spread_tokens = prefix[j] - prefix[i] - b * L[i]
+            c = best[i] + PREFILL * b * L[i] + spread_tokens + STEP_FIXED * (L[j - 1] - L[i] + new_tokens)
+            if c < best[j]:
+                best[j], cut[j] = c, i
+    groups, j = [], n
+    while j > 0:
+        groups.append(order[cut[j]:j])
+        j = cut[j]
+    return groups[::-1]
+
+
+def _end_ids(folder: Path, tok) -> list[int]:
+    """EOS ids: the tokenizer's and the generation config's (transformers stops on either)."""
+    import json
+
+    ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
+    gc = folder / "generation_config.json"
+    if gc.exists():
+        eos = json.loads(gc.read_text()).get("eos_token_id")
+        ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    return sorted(ids)
+
+
+class Engine:
+    """A CTranslate2 generator over ``model`` (+ ``adapter``) with the model's own tokenizer."""
+
+    def __init__(self, model: str, adapter: str | None = None, quantization: str = "int8",
+                 device: str = "cpu", threads: int = 0, cache_dir: str | os.PathLike | None = None):
+        import ctranslate2
+        from transformers import AutoTokenizer
+
+        self._ct2 = ctranslate2
+        self.path = prepare(model, adapter, quantization, cache_dir)
+        self.quantization = quantization
+        if device == "auto":
+            device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+        self.device = device
+        self.threads = max(0, threads)  # 0: CT2's default (all cores)
+        self._load()
+        self.tok = AutoTokenizer.from_pretrained(self.path)
+        self.end_ids = _end_ids(self.path, self.tok)
+        self.stats = {"generated_tokens": 0, "generate_s": 0.0, "prompts": 0}
+        _OPEN.add(self)
+
+    def _load(self) -> None:
+        self.generator = self._ct2.Generator(str(self.path), device=self.device, compute_type=self.quantization,
+                                             intra_threads=self.threads)
+
+    def _reseed(self, seed: int) -> None:
+        """CT2 samples from a thread-local RNG seeded when its worker thread starts, so a seed
+        takes effect only in a fresh generator (a reload: ~0.1 s for SmolLM2-135M int8)."""
+        self._ct2.set_random_seed(seed)
+        self.generator.unload_model()
+        self._load()
+
+    def _tokens(self, ids: Sequence[int]) -> list[str]:
+        return self.tok.convert_ids_to_tokens(list(ids))
+
+    # ------------------------------------------------------------------ generation
+    def generate(self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, temperature: float = 0.0,
+                 top_p: float = 1.0, seed: int = 0, stop: Sequence[str] = (), batch_size: int = 64,
+                 desc: str = "ct2") -> list[str]:
+        """Decoded continuations (special tokens skipped, cut before the first stop string), in input order.
+
+        Greedy when ``temperature <= 0``; otherwise top-p sampling over the whole vocabulary, seeded
+        (same seed + same prompts -> same samples). Batches come from :func:`plan_batches`.
+        """
+        from tqdm.auto import tqdm
+
+        if not prompts:
+            return []
+        stop = [s for s in stop if s]
+        tail = max((len(s) for s in stop), default=0) + 1  # tokens to decode: each is >= 1 character
+        n = len(prompts)
+        produced = [0] * n
+        seen: list[list[int]] = [[] for _ in range(n)]
+        bar = tqdm(total=n, desc=desc, unit="prompt", leave=False)
+        t0, last = time.time(), [0.0]
+        greedy = temperature <= 0
+        if not greedy:
+            self._reseed(seed)
+        texts: list[str] = [""] * n
+        for group in plan_batches([len(p) for p in prompts], batch_size, max_new_tokens):
+            def on_token(step, group=group) -> bool:
+                i = group[step.batch_id]
+                produced[i] += 1
+                now = time.time()
+                if now - last[0] > 0.5:
+                    last[0] = now
+                    bar.set_postfix(tok_s=f"{sum(produced) / max(now - t0, 1e-6):.1f}", refresh=False)
+                if not stop or step.is_last or step.token_id in self.end_ids:
+                    return False
+                seen[i].append(step.token_id)
+                text = self.tok.decode(seen[i][-tail:], skip_special_tokens=True)
+                return any(s in text for s in stop)  # True stops this row now
+
+            results = self.generator.generate_batch(
+                [self._tokens(prompts[i]) for i in group], max_length=max_new_tokens,
+                include_prompt_in_result=False, end_token=self.end_ids,
+                sampling_topk=1 if greedy else 0, sampling_topp=1.0 if greedy else top_p,
+                sampling_temperature=1.0 if greedy else temperature, callback=on_token)
+            for i, r in zip(group, results):
+                ids = r.sequences_ids[0]
+                text = self.tok.decode(ids, skip_special_tokens=True)
+                cut = min((text.find(s) for s in stop if s in text), default=len(text))
+                texts[i] = text[:cut]
+                self.stats["generated_tokens"] += len(ids)
+            bar.update(len(group))
+        bar.close()
+        self.stats["generate_s"] += time.time() - t0
+        self.stats["prompts"] += n
+        return texts
+
+    # ------------------------------------------------------------------ scoring
+    def loglikelihood(self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]],
+                      desc: str = "ct2 loglikelihood") -> list[tuple[float, bool]]:
+        """(sum log p(continuation | context), continuation is the greedy one) per pair, from
+        ``forward_batch`` log-probs; batches grow while batch x length stays within LOGPROB_BUDGET."""
+        import numpy as np
+        from tqdm.auto import tqdm
+
+        seqs = [list(c) + list(x) for c, x in pairs]
+        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+        result: list[tuple[float, bool]] = [(0.0, False)] * len(seqs)
+        bar = tqdm(total=len(seqs), desc=desc, unit="req", leave=False)
+        pos = 0
+        while pos < len(order):
+            width = len(seqs[order[pos]])  # the longest of this batch (sorted descending)
+            idx = order[pos:pos + max(1, LOGPROB_BUDGET // max(width, 1))]
+            lp = np.asarray(self.generator.forward_batch([seqs[i] for i in idx], return_log_probs=True))
+            for row, i in enumerate(idx):
+                n_cont, L = len(pairs[i][1]), len(seqs[i])
+                # position t predicts token t+1; the continuation is tokens L-n_cont .. L-1
+                pred = lp[row, L - n_cont - 1:L - 1]
+                target = np.asarray(seqs[i][L - n_cont:])
+                total = float(pred[np.arange(n_cont), target].sum())
+                result[i] = (total, bool((pred.argmax(-1) == target).all()))
+            pos += len(idx)
+            bar.update(len(idx))
+        bar.close()
+        return result
+
+    def close(self) -> None:
+        if getattr(self, "generator", None) is not None:
+            self.generator.unload_model()
+        self.generator = None
+
+
+_OPEN: "weakref.WeakSet[Engine]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    # CT2's OpenMP pool torn down during interpreter exit next to torch's can abort the process
+    # ("Resource deadlock avoided", seen once in 4 runs): release the models while Python still runs
+    for e in list(_OPEN):
+        e.close()
