@@ -100,7 +100,7 @@ def request(cfg: Config, task: str, n: int, out: Path, *, from_run: Path | None 
                    lambda o: mix_stage(cfg, sy.dir / "records.jsonl", rt.dir / "records.jsonl", items, o))
 
         # 8. SELECT: verified synthesized records first, then retrieved ones, up to N
-        se = stage("select", [n, cfg.synthesize.keep_unverified, mx.fingerprint, VERSION],
+        se = stage("select", [n, cfg.synthesize.train_unverified, mx.fingerprint, VERSION],
                    lambda o: select_stage(cfg, mx.dir / "train_data.jsonl", sy.dir / "records.jsonl", n, o))
         # 9. LABEL: teacher tags for the records that carry none (pool records), as tag does for eval items
         lb = stage("label", [cfg.tag, cfg.teacher, se.fingerprint, *ext["tag"]],
@@ -209,13 +209,15 @@ def benchmark_stage(cfg: Config, out: Path) -> dict:
 
 
 def select_stage(cfg: Config, mixed: Path, synthesized: Path, n: int, out: Path) -> dict:
-    """Up to ``n`` records of the mix: synthesized ones first (verified only, unless
-    ``synthesize.keep_unverified``), then retrieved ones in retrieval order."""
+    """Up to ``n`` records of the mix: verified synthesized ones first, then unverified synthesized
+    ones (only those ``synthesize.train_unverified`` let the stage write; none when it is ``none``),
+    then retrieved ones in retrieval order."""
     synth_ids = {r["id"] for r in read_records(synthesized)}
     recs = read_records(mixed)
     synth = [r for r in recs if r["id"] in synth_ids]
     pool = [r for r in recs if r["id"] not in synth_ids]
-    ok = [r for r in synth if cfg.synthesize.keep_unverified or r["meta"].get("verified")]
+    ok = ([r for r in synth if r["meta"].get("verified")]
+          + [r for r in synth if not r["meta"].get("verified") and cfg.synthesize.train_unverified != "none"])
     chosen = (ok + pool)[:n]
     write_jsonl(out / "records.jsonl", chosen)
     kept = Counter("synth" if r["id"] in synth_ids else "pool" for r in chosen)
@@ -342,7 +344,7 @@ def figures(work: Path, recs: list[dict], count) -> dict:
         "diagnose": _summary(work / "diagnose"),
         "deficiencies": [{**d, "records": served.get(d["id"], 0)} for d in defs],
         "synthesize": _summary(work / "synthesize"),
-        "verified_in_data": dict(Counter(f"{r['meta'].get('verify_method', '?')}:"
+        "verified_in_data": dict(Counter(f"{(r['meta'].get('verification') or {}).get('method', '?')}:"
                                          + ("verified" if r["meta"].get("verified") else "unverified")
                                          for r in synth)),
         "retrieve": _summary(work / "retrieve"),
@@ -367,7 +369,9 @@ def card(prov: dict, f: dict) -> str:
     """The dataset card: YAML front matter (HF dataset-card fields + the request's key figures),
     then provenance, deficiencies, tags, verification, decontamination, sources and tokens."""
     src, task, mix, sy = f["sources"], prov["benchmark"], f["mix"], f["synthesize"]
-    ver = sy.get("verify", {})
+    ver = {k[len("verify_"):]: v for k, v in (sy.get("filters") or {}).items()
+           if k.startswith("verify_") and not k.endswith("_turn")}
+    ins = (sy.get("filters") or {}).get("instructions", {})
     dropped = mix["dropped"]["contaminated"]
     front = {
         "pretty_name": f"synthloop data request: {task}",
@@ -420,18 +424,21 @@ def card(prov: dict, f: dict) -> str:
            _table(("macro category", "records"), f["macro"]) if f["macro"] else "(no tags)", "",
            "Most frequent fine tags: " + (", ".join(f"{t} ({c})" for t, c in f["fine"]) or "none") + ".", "",
            "## Verification", "",
-           f"The synthesize stage prompted {sy.get('instructions', {}).get('prompted', 0)} instructions, kept "
-           f"{sy.get('instructions', {}).get('kept', 0)}, and wrote {sy.get('records', 0)} records. Checks: "
-           f"numeric agreement of a second sampled answer {ver.get('numeric_agree', 0)}/"
-           f"{ver.get('numeric_checked', 0)} agreed ({ver.get('numeric_no_number', 0)} without a number to "
-           f"compare); code run in the sandbox {ver.get('code_passed', 0)}/{ver.get('code_checked', 0)} passed; "
-           f"failed checks dropped: {ver.get('dropped') or 'none'}. Unverified records "
-           f"{'kept (synthesize.keep_unverified)' if cfg['synthesize']['keep_unverified'] else 'dropped'}: "
-           f"{f['select']['dropped_unverified']} at selection.", "",
-           _table(("check (meta.verify_method)", "records here"), sorted(f["verified_in_data"].items()))
+           f"The synthesize stage prompted {ins.get('in', 0)} instructions, kept {ins.get('out', 0)}, and wrote "
+           f"{sy.get('records', 0)} records, {sy.get('verified_records', 0)} of them verified "
+           f"({sy.get('tokens_per_kept_record') or '-'} estimated teacher tokens per kept record). A record is "
+           "verified only when a named check passed on every assistant turn (`meta.verification`). Checks, by "
+           "kind: " + ("; ".join(f"{kind} {v['out']}/{v['in']} passed (dropped: "
+                                  f"{', '.join(f'{r} {c}' for r, c in sorted(v['dropped'].items())) or 'none'})"
+                                  for kind, v in sorted(ver.items())) or "none ran") + ". Unverified records "
+           f"allowed by `synthesize.train_unverified={cfg['synthesize']['train_unverified']}`; "
+           f"{f['select']['dropped_unverified']} dropped at selection.", "",
+           _table(("check (meta.verification.method)", "records here"), sorted(f["verified_in_data"].items()))
            if f["verified_in_data"] else "(no synthesized records)", "",
-           "`numeric`: a second sampled answer reached the same number; `code`: the answer's code ran in the "
-           "sandbox; `basic`: no number or code to check, only the response checks (length, refusal).", "",
+           "`ifeval_checkers`: every IFEval checker of the request passed (after a deterministic repair where one "
+           "applied); `code_tests`: the solution passed non-vacuous assert tests in the sandbox; "
+           "`pot_and_majority`/`pot`/`majority`: an executed program and the worked answers agree on the number; "
+           "`judge`: a teacher judge score only, never verified.", "",
            "## Decontamination", "",
            f"Against every item of {task} — {f['benchmark']['items']} items, dev and test, "
            f"{f['benchmark']['texts']} texts (prompt and target) — with the mix's rule: any shared word "

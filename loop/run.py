@@ -18,12 +18,13 @@ from evalsuite.models import resolve_model
 from evalsuite.records import read_json, read_jsonl, read_records, write_json, write_jsonl
 from evalsuite.samples import mean_score, sample_key, split_rows
 from evalsuite.stats import paired_diff
-from evalsuite.suite import suite_hash
+from evalsuite.suite import load_suite, suite_hash
 from loop import figures, isolate, preflight
 from loop.artifacts import RunDir, StageResult
 from loop.config import Config, save_config, to_dict
 from loop.report import write_report
 from loop.tracking import Tracker
+from synth.generate import TEMPLATES as SYNTH_TEMPLATES
 from synth.pools import fingerprint as pools_fingerprint
 from synth.prompts import templates_hash
 
@@ -164,7 +165,7 @@ def stage_inputs(cfg: Config) -> dict[str, list]:
             "tag": [VERSION, templates_hash(("tag",), cfg.tag.prompts_dir),
                     pools_fingerprint(cfg.retrieve.pool, cfg.retrieve.pools) if cfg.tag.pool_sample else None],
             "diagnose": [VERSION, templates_hash(("diagnose", "ability"), cfg.diagnose.prompts_dir)],
-            "synthesize": [VERSION, templates_hash(("instruct", "evolve", "followup"), cfg.synthesize.prompts_dir)],
+            "synthesize": [VERSION, templates_hash(SYNTH_TEMPLATES, cfg.synthesize.prompts_dir)],
             "retrieve": [VERSION, pools_fingerprint(cfg.retrieve.pool, cfg.retrieve.pools)],
             "mix": [VERSION], "train": [VERSION]}
 
@@ -234,9 +235,13 @@ def synthesize_stage(cfg: Config, out: Path, deficiencies: Path, avoid: Path, ro
     if not defs:
         write_jsonl(path, [])
         return {"records": 0, "reason": "no deficiencies"}
-    avoid_texts = [row["text"] for row in read_jsonl(avoid)]
+    rows = read_jsonl(avoid)
+    avoid_texts = [row["text"] for row in rows]
+    targets = {row["key"]: row["text"] for row in rows if row.get("field") == "target"}  # IFEval: the checkers
+    scorers = {t.name: t.metric or t.scoring_from or t.task or t.name for t in load_suite(cfg.eval.suite).tasks}
     stats, cost = _with_teacher(cfg, lambda llm: synthesize(llm, defs, cfg.synthesize, round_idx, path,
-                                                            seed=cfg.seed + round_idx, avoid_texts=avoid_texts))
+                                                            seed=cfg.seed + round_idx, avoid_texts=avoid_texts,
+                                                            task_scorers=scorers, eval_targets=targets))
     return {**stats, "teacher": cost}
 
 

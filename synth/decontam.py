@@ -53,7 +53,8 @@ class EvalIndex:
             self.eval_idx.append(idx)
             self.stats[kind] += 1
         if boilerplate_items > 0:   # shared template wording is no evidence of a copy
-            shared = [g for g, entries in self.index.postings.items() if len(set(entries)) >= boilerplate_items]
+            # sorted: postings follow set iteration order, which string hashing varies per process
+            shared = sorted(g for g, entries in self.index.postings.items() if len(set(entries)) >= boilerplate_items)
             for g in shared:
                 del self.index.postings[g]
             self.stats["boilerplate_keys"] = len(shared)

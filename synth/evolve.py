@@ -3,7 +3,9 @@
 Dimensions follow WizardLM's in-depth / in-breadth evolving, reduced to four rewrites a
 small teacher can follow. A failed evolution (empty, a copy of the original, a refusal,
 too short, or leaking the prompt's own labels) is eliminated and counted; the caller keeps
-the original instruction then.
+the original instruction then. Survivors can be validated by an AI-assistant compliance
+check (``evolve_check.j2``, after WizardLM's elimination step): does the rewrite keep the
+original's intent and add what the dimension asked? A "no" (or no verdict) eliminates it.
 """
 from __future__ import annotations
 
@@ -51,17 +53,38 @@ def eliminate(original: str, evolved: str | None, min_chars: int = 15) -> str | 
     return None
 
 
+def parse_verdict(answer: str) -> bool | None:
+    m = re.search(r"(?i)verdict\s*[:=]?\s*\**\s*(yes|no)\b", answer or "") or re.match(r"(?i)\s*(yes|no)\b", answer or "")
+    return m.group(1).lower() == "yes" if m else None
+
+
+def check_evolutions(llm: LLM, originals: Sequence[str], evolved: Sequence[str], dims: Sequence[str],
+                     sampling: Sampling, prompts_dir: str | None = None) -> list[dict]:
+    """The compliance verdict of each evolution: ``{"ok": bool, "reason", "prompt", "output"}``."""
+    prompts = [render_chat("evolve_check", prompts_dir, original=o, evolved=e, how=DIMENSIONS[d])
+               for o, e, d in zip(originals, evolved, dims)]
+    answers = llm.generate(prompts, sampling) if prompts else []
+    out = []
+    for prompt, ans in zip(prompts, answers):
+        verdict = parse_verdict(with_prefill(prompt, ans))
+        reason = "" if verdict else ("check_unparsed" if verdict is None else "check_failed")
+        out.append({"ok": bool(verdict), "reason": reason, "prompt": prompt, "output": ans})
+    return out
+
+
 def evolve(llm: LLM, instructions: Sequence[str], rng: random.Random, sampling: Sampling,
            prompts_dir: str | None = None) -> tuple[list[tuple[str | None, str]], dict]:
     """Evolve each instruction along a random dimension.
 
     Returns ``[(evolved text or None if eliminated, dimension)]`` and stats
-    (``prompted``, ``kept``, ``parse_failures``, ``eliminated`` by reason, ``by_dimension``).
+    (``prompted``, ``kept``, ``parse_failures``, ``eliminated`` by reason, ``by_dimension``,
+    ``raw``: each prompt and answer, for provenance).
     """
     dims = [rng.choice(sorted(DIMENSIONS)) for _ in instructions]
     prompts = [render_chat("evolve", prompts_dir, **format_input(ins, d)) for ins, d in zip(instructions, dims)]
     answers = llm.generate(prompts, sampling) if prompts else []
-    stats = {"prompted": len(prompts), "kept": 0, "parse_failures": 0, "eliminated": {}, "by_dimension": {}}
+    stats = {"prompted": len(prompts), "kept": 0, "parse_failures": 0, "eliminated": {}, "by_dimension": {},
+             "raw": [{"prompt": p, "output": a} for p, a in zip(prompts, answers)]}
     out = []
     for ins, d, prompt, ans in zip(instructions, dims, prompts, answers):
         evolved = parse_evolved(with_prefill(prompt, ans))

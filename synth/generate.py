@@ -1,266 +1,257 @@
-"""Stage 4, synthesize: targeted instructions per deficiency, evolved, answered, verified, some multi-turn.
+"""Stage 4, synthesize: targeted data per deficiency, kept only when a checker shows it right.
 
-Per deficiency (top ``top_k`` of the ranked list): the teacher writes new questions that
-exercise the missing ability (few-shot ``instruct.j2``, one topic hint per prompt for
-variety); near-copies of benchmark items (``avoid_texts``) and duplicates are dropped; a
-share is evolved along a random dimension (``synth.evolve``); the teacher answers; the
-answers are verified (``synth.verify``); a share grows into 2-4-turn dialogues
-(``synth.multiturn``). Every step counts what it produced, dropped (by reason) and failed
-to parse. Records carry their provenance in ``meta``.
+Per served deficiency (top ``top_k`` of the ranked list) the kind of its eval tasks picks the
+verifier (``synth.kinds``): IFEval checkers with repair for instruction following, sandboxed
+non-vacuous tests for code, an executed program agreeing with a worked answer for math, a
+judge score (never "verified") for anything else. Each attempt sends, for every deficiency
+still short of its quota, one batch per step: new instructions (``synth.propose``),
+Evol-Instruct for a share (``synth.evolve``, with a compliance check), k answers per
+instruction and the kind's verification (``synth.gate``). Attempts repeat until every quota
+(``per_deficiency`` kept records) is met, its teacher-token budget is spent, or
+``max_attempts``. A share of the kept records grows into 2..``max_turns``-turn dialogues with
+role-play users, every turn verified (``synth.multiturn``). Every step and filter is counted
+(``synth.ledger``); every record carries its provenance: each step's raw teacher prompt and
+output, the deficiency it serves and its verification result.
 """
 from __future__ import annotations
 
 import logging
+import math
 import random
-import re
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
-from evalsuite.metrics import code_block
 from evalsuite.records import content_hash, make_record, write_jsonl
 from synth import evolve as evolve_mod
-from synth import multiturn, parse, verify
+from synth import gate, multiturn, propose, verify_if
+from synth.decontam import EvalIndex
+from synth.kinds import DEFAULT_TASK_KINDS, VERIFIABLE, check_kinds, kind_of
+from synth.ledger import Ledger
 from synth.llm.base import LLM, Sampling
-from synth.overlap import NgramIndex, shingles, words
-from synth.prompts import render_chat, user, with_prefill
+from synth.propose import NearCopyFilter
 
 log = logging.getLogger(__name__)
 
-TOPICS = ["shopping", "cooking", "school", "sports", "travel", "animals", "music", "gardening", "money",
-          "weather", "health", "science class", "a library", "a farm", "a birthday party", "the office",
-          "computers", "movies", "history", "the ocean", "trains", "a city park", "art", "games"]
+# what the stage reads from configs/prompts (its fingerprint covers them)
+TEMPLATES = (*propose.TEMPLATES, "evolve", "evolve_check", "solve", "pot", "solve_code", "code_tests", "judge",
+             "followup", "roles.yaml", "constraints.yaml")
 
 
 @dataclass
 class SynthConfig:
-    per_deficiency: int = 4        # instructions kept per deficiency (before verification)
-    oversample: float = 1.5        # prompts per kept instruction (drops are expected)
     top_k: int = 5                 # deficiencies served, in rank order
+    per_deficiency: int = 4        # quota: records kept per served deficiency per round
+    oversample: float = 2.0        # instruction prompts per missing record, per attempt
+    max_attempts: int = 3          # propose-answer-verify passes while a quota is unmet
+    teacher_tokens_per_deficiency: int = 60000  # est. teacher tokens (prompt+output chars/4) per deficiency; 0 = no limit
+    task_kinds: dict = field(default_factory=lambda: dict(DEFAULT_TASK_KINDS))  # eval task or scorer -> instruction|code|math|other
+    train_unverified: Literal["none", "unverifiable", "all"] = "unverifiable"  # unverified records written: none; judge-passed ones of kinds without a verifier; also failed ones
+    samples_per_instruction: int = 4  # k answers per instruction (verifiable kinds; 1 otherwise)
     evolve_share: float = 0.5      # share of instructions evolved
-    multiturn_share: float = 0.25  # share of verified records grown into dialogues
-    max_turns: int = 3             # user turns of a dialogue (2..max_turns)
+    evolve_check: bool = True      # compliance check of each evolution (fails are eliminated)
+    multiturn_share: float = 0.25  # share of kept records grown into dialogues
+    min_turns: int = 2             # user turns of a dialogue: min_turns..max_turns
+    max_turns: int = 4
     near_copy_threshold: float = 0.6  # word-3-gram Jaccard at which an instruction copies a benchmark item
+    decontam_n: int = 13           # a shared word n-gram with an eval text drops an instruction/record (as mix does)
     min_instruction_chars: int = 15
     min_response_chars: int = 20
     instruct_max_new_tokens: int = 80
     instruct_temperature: float = 0.9
     evolve_temperature: float = 0.7
     response_max_new_tokens: int = 256
-    response_temperature: float = 0.0   # greedy answers; the agreement sample uses verify_temperature
-    verify_temperature: float = 0.7
-    verify_numeric: bool = True
-    verify_code: bool = True
-    keep_unverified: bool = False  # keep records that failed agreement/execution (meta.verified=False)
+    response_temperature: float = 0.5  # the k answers are samples (a small teacher is more often right when cooler)
     followup_temperature: float = 0.8
+    math_rule: Literal["pot", "majority", "pot_and_majority"] = "pot_and_majority"  # see synth/verify_math.py
+    math_min_share: float = 0.5    # majority: share of the k answers that must agree
+    math_min_programs: int = 1     # pot: programs that must print the agreed value
+    pot_programs: int = 2          # program-of-thought samples per question
+    pot_max_new_tokens: int = 160
+    pot_temperature: float = 0.5
+    code_test_sets: int = 6        # independent test sets per task (written without seeing a solution)
+    code_min_asserts: int = 3      # different inputs the non-vacuous asserts must test
+    code_rule: Literal["all_tests", "trusted_asserts"] = "all_tests"  # see synth/verify_code.py
+    tests_max_new_tokens: int = 200
+    tests_temperature: float = 0.5
+    if_max_constraints: int = 2    # constraints per instruction: 1..this
+    if_repair: bool = True         # repair responses by deterministic transforms (re-checked)
+    judge_min_score: int = 4       # judge score (1-5) an unverifiable record needs
     code_timeout_s: float = 10.0
     code_memory_mb: int = 512
     prompts_dir: str | None = None
 
-
-# ------------------------------------------------------------------ near-copy filter
-class NearCopyFilter:
-    """Finds texts whose word 3-grams nearly equal a reference text's (``synth.overlap``)."""
-
-    def __init__(self, texts: Sequence[str] = (), threshold: float = 0.6, n: int = 3):
-        self.threshold, self.n = threshold, n
-        self.index = NgramIndex()
-        for t in texts:
-            self.add(t)
-
-    def add(self, text: str) -> None:
-        sh = shingles(words(text), self.n)
-        if sh:
-            self.index.add(sh)
-
-    def hits(self, text: str) -> bool:
-        return self.index.jaccard_match(shingles(words(text), self.n), self.threshold) is not None
+    def __post_init__(self):
+        check_kinds(self.task_kinds)
+        if not 1 <= self.min_turns <= self.max_turns:
+            raise ValueError(f"min_turns/max_turns: need 1 <= min_turns <= max_turns, got {self.min_turns}/{self.max_turns}")
 
 
-# ------------------------------------------------------------------ instruction pieces
-def format_input(deficiency: dict, topic: str) -> dict:
-    return {"ability": deficiency.get("ability", ""), "error": deficiency.get("error", ""),
-            "tags": list(deficiency.get("tags", []))[:3], "topic": topic}
-
-
-def parse_instruction(answer: str) -> str | None:
-    """The question from ``Question: ...`` (or a first list item / paragraph), or None."""
-    if not answer or not answer.strip():
-        return None
-    if re.search(r"(?im)^[^\S\n]*\**question\**\s*[:：]", answer):
-        text = parse.strip_label(answer, ["Question"])
-    else:
-        items = parse.parse_list(answer)
-        text = items[0] if items else answer.strip()
-    text = re.split(r"(?im)^[^\S\n]*(?:\**answer\**|solution|skill|topic)\s*[:：]", text)[0]
-    text = text.split("\n\n")[0].strip()
-    return text or None
-
-
-def _count(d: dict, key: str, n: int = 1) -> None:
-    d[key] = d.get(key, 0) + n
-
-
-def _sampling(cfg: SynthConfig, max_new: int, temperature: float, seed: int, stop=()) -> Sampling:
+def _sampling(max_new: int, temperature: float, seed: int, stop=()) -> Sampling:
     return Sampling(max_new_tokens=max_new, temperature=temperature, seed=seed, stop=list(stop))
 
 
 # ------------------------------------------------------------------ the stage
 def synthesize(llm: LLM, deficiencies: list[dict], cfg: SynthConfig, round_idx: int, out_path: Path,
-               seed: int, avoid_texts: Sequence[str] = ()) -> dict:
-    """Write synthesized records for the top deficiencies to ``out_path``; return stats."""
+               seed: int, avoid_texts: Sequence[str] = (), task_scorers: dict[str, str] | None = None,
+               eval_targets: dict[str, str] | None = None) -> dict:
+    """Write verified records for the top deficiencies to ``out_path``; return stats.
+
+    ``avoid_texts``: eval prompts and targets no instruction may copy; ``task_scorers``: eval task
+    -> its scorer (a user task's metric), for kinds; ``eval_targets``: ``task/doc_id`` -> target
+    (IFEval targets list the failed items' checkers)."""
     t0 = time.time()
     rng = random.Random(f"{seed}/{round_idx}")
     for i, d in enumerate(deficiencies):
         if not isinstance(d, dict) or not d.get("ability") or "id" not in d:
             raise ValueError(f"synthesize: deficiencies[{i}] needs 'id' and 'ability' (from deficiencies.json)")
     served = deficiencies[: cfg.top_k]
-    stats: dict = {"deficiencies": len(served), "instructions": {"prompted": 0, "parsed": 0, "parse_failures": 0,
-                                                                 "kept": 0, "dropped": {}},
-                   "evolve": {}, "responses": {"prompted": 0, "dropped": {}},
-                   "verify": {"numeric_checked": 0, "numeric_agree": 0, "numeric_no_number": 0, "code_checked": 0,
-                              "code_passed": 0, "dropped": {}},
-                   "multiturn": {}, "records": 0}
-    bench = NearCopyFilter(avoid_texts, cfg.near_copy_threshold)
+    kinds = {d["id"]: kind_of(d, cfg.task_kinds, task_scorers) for d in served}
+    ledger = Ledger(llm)
+    bench, seen = NearCopyFilter(avoid_texts, cfg.near_copy_threshold), NearCopyFilter(threshold=0.9)
+    contam = EvalIndex(list(avoid_texts), n=cfg.decontam_n)
+    trainable = [d for d in served if kinds[d["id"]] in VERIFIABLE or cfg.train_unverified != "none"]
+    kept: dict[str, list[dict]] = {d["id"]: [] for d in served}
+    attempts: Counter = Counter()
+    for attempt in range(cfg.max_attempts):
+        wants = [(d, kinds[d["id"]], math.ceil((cfg.per_deficiency - len(kept[d["id"]])) * cfg.oversample))
+                 for d in trainable if len(kept[d["id"]]) < cfg.per_deficiency
+                 and not (cfg.teacher_tokens_per_deficiency and ledger.tokens[d["id"]] >= cfg.teacher_tokens_per_deficiency)]
+        if not wants:
+            break
+        s = seed + 1000 * attempt
+        attempts.update(d["id"] for d, _, _ in wants)
+        items = propose.propose(ledger, wants, rng, _sampling(cfg.instruct_max_new_tokens, cfg.instruct_temperature, s,
+                                                              ["\n\n"]), bench, seen, cfg.min_instruction_chars,
+                                cfg.prompts_dir)
+        _evolve(ledger, items, cfg, rng, s, bench)
+        items = _finish_instructions(ledger, items, cfg, rng, bench, contam, eval_targets)
+        gate.answer(ledger, items, cfg, s + 2)
+        gate.verify(ledger, items, cfg, s + 3)
+        _accept(ledger, items, kept, cfg, contam)
 
-    # 1. new instructions per deficiency (one topic hint per prompt for variety)
-    n_prompts = max(1, round(cfg.per_deficiency * cfg.oversample))
-    jobs, prompts = [], []
-    for d in served:
-        for k in range(n_prompts):
-            topic = rng.choice(TOPICS)
-            jobs.append((d, topic))
-            prompts.append(render_chat("instruct", cfg.prompts_dir, **format_input(d, topic)))
-    answers = llm.generate(prompts, _sampling(cfg, cfg.instruct_max_new_tokens, cfg.instruct_temperature, seed,
-                                              stop=["\n\n"])) if prompts else []
-    st = stats["instructions"]
-    st["prompted"] = len(prompts)
-    seen = NearCopyFilter(threshold=0.9)  # near-exact duplicates within this run
-    items: list[dict] = []
-    per_def: dict[str, int] = {}
-    for (d, topic), prompt, ans in zip(jobs, prompts, answers):
-        ins = parse_instruction(with_prefill(prompt, ans))
-        if ins is None:
-            st["parse_failures"] += 1
-            continue
-        st["parsed"] += 1
-        reason = _instruction_drop(ins, cfg, bench, seen, per_def.get(d["id"], 0))
-        if reason:
-            _count(st["dropped"], reason)
-            continue
-        seen.add(ins)
-        per_def[d["id"]] = per_def.get(d["id"], 0) + 1
-        items.append({"deficiency": d, "topic": topic, "instruction": ins, "original": None, "evolved": None})
-    st["kept"] = len(items)
+    accepted = [it for d in served for it in kept[d["id"]]]
+    grow = [it for it in accepted if rng.random() < cfg.multiturn_share]
+    targets = [rng.randint(cfg.min_turns, cfg.max_turns) for _ in grow]
+    mt = multiturn.extend(ledger, grow, targets, cfg, rng, seed + 500) if grow else {"dialogues": 0}
 
-    # 2. Evol-Instruct for a share; an eliminated evolution keeps the original instruction
-    chosen = [it for it in items if rng.random() < cfg.evolve_share]
-    results, stats["evolve"] = evolve_mod.evolve(
-        llm, [it["instruction"] for it in chosen], rng,
-        _sampling(cfg, cfg.instruct_max_new_tokens * 2, cfg.evolve_temperature, seed + 1, stop=["\n\n"]),
-        cfg.prompts_dir)
-    for it, (evolved, dim) in zip(chosen, results):
-        if evolved is None:
-            continue
-        if bench.hits(evolved):
-            _count(stats["evolve"].setdefault("eliminated", {}), "near_benchmark")
-            stats["evolve"]["kept"] -= 1
-            continue
-        it.update(original=it["instruction"], instruction=evolved, evolved=dim)
-
-    # 3. responses by the teacher
-    resp_sampling = _sampling(cfg, cfg.response_max_new_tokens, cfg.response_temperature, seed + 2)
-    responses = llm.generate([user(it["instruction"]) for it in items], resp_sampling) if items else []
-    stats["responses"]["prompted"] = len(items)
-    answered = []
-    for it, r in zip(items, responses):
-        reason = verify.basic_check(r, cfg.min_response_chars)
-        if reason:
-            _count(stats["responses"]["dropped"], reason)
-            continue
-        it["response"] = r.strip()
-        answered.append(it)
-
-    # 4. verification: agreement for numeric answers, execution for code
-    verified = _verify(llm, answered, cfg, seed, stats["verify"])
-
-    # 5. a share grows into dialogues
-    grow = [it for it in verified if rng.random() < cfg.multiturn_share]
-    dialogs = [[{"role": "user", "content": it["instruction"]}, {"role": "assistant", "content": it["response"]}]
-               for it in grow]
-    targets = [rng.randint(2, max(2, cfg.max_turns)) for _ in grow]
-    dialogs, stats["multiturn"] = multiturn.extend_dialogues(
-        llm, dialogs, targets, _sampling(cfg, cfg.instruct_max_new_tokens, cfg.followup_temperature, seed + 4,
-                                         stop=["\n\n"]),
-        _sampling(cfg, cfg.response_max_new_tokens, cfg.response_temperature, seed + 5), cfg.prompts_dir,
-        cfg.min_response_chars)
-    for it, msgs in zip(grow, dialogs):
-        it["messages"] = msgs
-
-    records = [_record(it, round_idx, seed) for it in verified]
+    records = [_record(it, round_idx, seed) for it in accepted]
     write_jsonl(out_path, records)
-    stats["records"] = len(records)
-    stats["multi_turn_records"] = sum(len(r["messages"]) > 2 for r in records)
-    stats["seconds"] = round(time.time() - t0, 1)
-    stats["records_per_minute"] = round(60 * len(records) / max(time.time() - t0, 1e-6), 2)
-    log.info("synthesize: %d records for %d deficiencies in %.0f s", len(records), len(served), stats["seconds"])
+    n = len(records)
+    total = ledger.total_tokens()
+    stats = {"records": n, "verified_records": sum(r["meta"]["verified"] for r in records),
+             "multi_turn_records": sum(len(r["messages"]) > 2 for r in records),
+             "deficiencies": len(served), "teacher_tokens": total,
+             "tokens_per_kept_record": round(total / n, 1) if n else None,
+             "kinds": {d["id"]: kinds[d["id"]] for d in served},
+             "by_deficiency": {d["id"]: {"kind": kinds[d["id"]], "records": len(kept[d["id"]]),
+                                         "verified": sum(it["check"].verifies for it in kept[d["id"]]),
+                                         "attempts": attempts[d["id"]], "tokens": ledger.tokens[d["id"]],
+                                         "skipped": d not in trainable}
+                               for d in served},
+             "steps": ledger.steps, "filters": ledger.filters, "multiturn": mt,
+             "seconds": round(time.time() - t0, 1)}
+    stats["records_per_minute"] = round(60 * n / max(time.time() - t0, 1e-6), 2)
+    log.info("synthesize: %d records (%d verified) for %d deficiencies in %.0f s, %s teacher tokens per record",
+             n, stats["verified_records"], len(served), stats["seconds"], stats["tokens_per_kept_record"])
     return stats
 
 
-def _instruction_drop(ins: str, cfg: SynthConfig, bench: NearCopyFilter, seen: NearCopyFilter,
-                      kept_for_def: int) -> str | None:
-    if len(ins) < cfg.min_instruction_chars:
-        return "too_short"
-    if parse.is_refusal(ins):
-        return "refusal"
-    if bench.hits(ins):
-        return "near_benchmark"
-    if seen.hits(ins):
-        return "duplicate"
-    if kept_for_def >= cfg.per_deficiency:
-        return "over_budget"
-    return None
+def _evolve(ledger: Ledger, items: list[dict], cfg: SynthConfig, rng: random.Random, seed: int,
+            bench: NearCopyFilter) -> None:
+    """Evolve a share in place; an eliminated evolution keeps the original instruction."""
+    chosen = [it for it in items if rng.random() < cfg.evolve_share]
+    owners = [it["deficiency"]["id"] for it in chosen]
+    results, st = evolve_mod.evolve(ledger.as_llm("evolve", owners), [it["instruction"] for it in chosen], rng,
+                                    _sampling(cfg.instruct_max_new_tokens * 2, cfg.evolve_temperature, seed + 1, ["\n\n"]),
+                                    cfg.prompts_dir)
+    ledger.parse_failed("evolve", st["parse_failures"])
+    dropped = Counter(st["eliminated"])
+    dropped["parse_failure"] += st["parse_failures"]
+    survivors = []
+    for it, (evolved, dim), raw in zip(chosen, results, st["raw"]):
+        it["provenance"].append({"step": "evolve", "dimension": dim, **raw})
+        if evolved is not None and bench.hits(evolved):
+            dropped["near_benchmark"] += 1
+        elif evolved is not None:
+            survivors.append((it, evolved, dim))
+    if cfg.evolve_check and survivors:
+        verdicts = evolve_mod.check_evolutions(ledger.as_llm("evolve_check", [it["deficiency"]["id"] for it, _, _ in survivors]),
+                                               [it["instruction"] for it, _, _ in survivors], [e for _, e, _ in survivors],
+                                               [d for _, _, d in survivors],
+                                               _sampling(8, 0.0, seed + 2, ["\n"]), cfg.prompts_dir)
+        for (it, _, _), v in zip(survivors, verdicts):
+            it["provenance"].append({"step": "evolve_check", "prompt": v["prompt"], "output": v["output"]})
+            if not v["ok"]:
+                dropped[v["reason"]] += 1
+        survivors = [s for s, v in zip(survivors, verdicts) if v["ok"]]
+    for it, evolved, dim in survivors:
+        it.update(original=it["instruction"], instruction=evolved, evolved=dim)
+    ledger.filter("evolve", len(chosen), dropped)
 
 
-def _verify(llm: LLM, items: list[dict], cfg: SynthConfig, seed: int, st: dict) -> list[dict]:
-    numeric = [it for it in items if cfg.verify_numeric and verify.wants_number(it["instruction"])]
-    if numeric:  # a second, sampled answer must reach the same number
-        seconds = llm.generate([user(it["instruction"]) for it in numeric],
-                               _sampling(cfg, cfg.response_max_new_tokens, cfg.verify_temperature, seed + 3))
-        for it, second in zip(numeric, seconds):
-            agree = verify.numbers_agree(it["response"], second)
-            if agree is None:
-                st["numeric_no_number"] += 1
-                continue  # no number to compare: only the basic check applies
-            st["numeric_checked"] += 1
-            st["numeric_agree"] += int(agree)
-            it["verify"] = verify.Verdict(agree, "numeric", "" if agree else "numeric_disagreement")
+def _finish_instructions(ledger: Ledger, items: list[dict], cfg: SynthConfig, rng: random.Random,
+                         bench: NearCopyFilter, contam: EvalIndex, eval_targets: dict | None) -> list[dict]:
+    """Instruction kind: base request + constraints; every kind: no copy of an eval text."""
+    cat = verify_if.catalogue(cfg.prompts_dir) if any(it["kind"] == "instruction" for it in items) else None
+    out, dropped = [], Counter()
     for it in items:
-        if "verify" in it or not (cfg.verify_code and verify.wants_code(it["instruction"], it["response"])):
-            continue
-        passed, status = verify.run_code_check(code_block(it["response"]), cfg.code_timeout_s, cfg.code_memory_mb)
-        st["code_checked"] += 1
-        st["code_passed"] += int(passed)
-        it["verify"] = verify.Verdict(passed, "code", "" if passed else f"code_{status}")
-    kept = []
-    for it in items:
-        v = it.setdefault("verify", verify.Verdict(True, "basic"))
-        if not v.ok:
-            _count(st["dropped"], v.reason)
-            if not cfg.keep_unverified:
+        if it["kind"] == "instruction":
+            d = it["deficiency"]
+            it["request"] = it["instruction"]
+            it["constraints"] = verify_if.draw_constraints(d, rng, cat, verify_if.failed_ids(d, eval_targets),
+                                                           cfg.if_max_constraints)
+            it["instruction"] = verify_if.render_instruction(it["request"], it["constraints"])
+            it["postscript"] = rng.choice(cat.postscripts)
+            if bench.hits(it["instruction"]):
+                dropped["near_benchmark"] += 1
                 continue
-        kept.append(it)
-    return kept
+        if contam.match(it["instruction"]):
+            dropped["contaminated"] += 1
+            continue
+        out.append(it)
+    ledger.filter("final_instructions", len(items), dropped)
+    return out
+
+
+def _accept(ledger: Ledger, items: list[dict], kept: dict, cfg: SynthConfig, contam: EvalIndex) -> None:
+    dropped = Counter()
+    for it in items:
+        chk = it["check"]
+        if it["response"] is None and cfg.train_unverified == "all":
+            it["response"] = gate.fallback_response(it, cfg.min_response_chars)
+        ok = chk.verifies or (it["response"] is not None and (
+            cfg.train_unverified == "all" or (cfg.train_unverified == "unverifiable" and it["kind"] not in VERIFIABLE
+                                              and chk.passed)))
+        if not ok or it["response"] is None:
+            dropped[chk.reason or "unverified"] += 1
+        elif contam.match(it["response"]):
+            dropped["contaminated"] += 1
+        elif len(kept[it["deficiency"]["id"]]) >= cfg.per_deficiency:
+            dropped["over_quota"] += 1
+        else:
+            it.update(messages=[{"role": "user", "content": it["instruction"]},
+                                {"role": "assistant", "content": it["response"]}], turn_checks=[], roles=[])
+            kept[it["deficiency"]["id"]].append(it)
+    ledger.filter("accept", len(items), dropped)
 
 
 def _record(it: dict, round_idx: int, seed: int) -> dict:
-    d = it["deficiency"]
-    msgs = it.get("messages") or [{"role": "user", "content": it["instruction"]},
-                                  {"role": "assistant", "content": it["response"]}]
-    meta = {"deficiency_id": d["id"], "ability": d.get("ability", ""), "round": round_idx, "seed": seed,
-            "topic": it["topic"], "evolved": it["evolved"], "original_instruction": it["original"],
-            "verified": it["verify"].ok, "verify_method": it["verify"].method,
-            "turns": sum(m["role"] == "user" for m in msgs)}
+    d, chk = it["deficiency"], it["check"]
+    msgs = it["messages"]
+    verification = chk.as_meta()
+    if it["kind"] == "instruction":
+        verification["constraints"] = [{k: c[k] for k in ("id", "kwargs", "text")} for c in it["constraints"]]
+    if it["turn_checks"]:
+        verification["turns"] = it["turn_checks"]
+    verified = chk.verifies and all(t["passed"] and t["method"] not in ("judge", "none") for t in it["turn_checks"])
+    meta = {"deficiency_id": d["id"], "ability": d.get("ability", ""), "kind": it["kind"], "round": round_idx,
+            "seed": seed, "topic": it["topic"], "evolved": it["evolved"], "original_instruction": it["original"],
+            "verified": verified, "verification": verification, "turns": sum(m["role"] == "user" for m in msgs),
+            "roles": it["roles"], "deficiency": {k: d[k] for k in ("id", "ability", "error", "tasks", "examples")
+                                                 if k in d},
+            "provenance": it["provenance"]}
     return make_record(msgs, "synth", id=f"synth-r{round_idx}-{content_hash(msgs)}",
                        tags={"fine": d.get("tags", []), "macro": d.get("macro", [])}, meta=meta)

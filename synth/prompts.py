@@ -21,6 +21,14 @@ MARKERS = {
     "instruct": "Write one new question",
     "evolve": "Rewrite the question",
     "followup": "Continue the conversation as the user",
+    "request": "Write one writing request",
+    "instruct_code": "Write one new Python programming task",
+    "solve": "Solve the math word problem step by step",
+    "pot": "Write a short Python program that computes the answer",
+    "solve_code": "Solve the Python programming task",
+    "code_tests": "Write tests for the Python task",
+    "judge": "Grade the answer to the request",
+    "evolve_check": "Check a rewritten question",
 }
 
 
@@ -47,15 +55,30 @@ def render(name: str, prompts_dir: str | Path | None = None, **variables) -> str
         raise ValueError(f"prompt template {d / (name + '.j2')}: {exc}") from None
 
 
+def load_data(name: str, prompts_dir: str | Path | None = None):
+    """A YAML data file next to the templates (``roles.yaml``, ``constraints.yaml``): prompts as data."""
+    import yaml
+
+    d = Path(prompts_dir) if prompts_dir else PROMPTS_DIR
+    path = d / name
+    if not path.is_file():
+        raise FileNotFoundError(f"prompt data {path} not found")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ValueError(f"prompt data {path}: invalid YAML: {exc}") from None
+
+
 def templates_hash(names: tuple[str, ...], prompts_dir: str | Path | None = None) -> str:
-    """Content hash of the named templates, for the fingerprints of the stages that render them:
-    editing a template reruns exactly those stages."""
+    """Content hash of the named templates (``name`` = ``name.j2``; a name with a suffix, such as
+    ``roles.yaml``, is that data file), for the fingerprints of the stages that read them:
+    editing one reruns exactly those stages."""
     import hashlib
 
     d = Path(prompts_dir) if prompts_dir else PROMPTS_DIR
     h = hashlib.sha256()
     for name in names:
-        path = d / f"{name}.j2"
+        path = d / (name if "." in name else f"{name}.j2")
         h.update(name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"<missing>") + b"\0")
     return h.hexdigest()[:16]
 

@@ -1,30 +1,41 @@
-"""Verification of synthesized (instruction, response) pairs, by the rules that score the student.
+"""What every verifier shares: the outcome of a named check, the basic response check, number
+agreement and program execution, by the rules that score the student.
 
-Checks, cheapest first: the response is non-empty, long enough and not a refusal; for an
-instruction with a numeric answer, a second, independently sampled response must reach the same
-number (agreement); for a Python answer, the code runs without error in the evalsuite sandbox.
-Numbers and code are extracted by ``evalsuite.metrics`` (``extract_number``/``numbers_equal``,
-``code_block``): the same functions that score the benchmark.
+A record is ``verified`` only when a named check passed (``Check.verifies``): the IFEval
+checkers (``synth.verify_if``), sandboxed non-vacuous tests (``synth.verify_code``), an executed
+program agreeing with a worked answer or a sample majority (``synth.verify_math``). A judge
+score (``synth.judge``) is a check too, but never makes a record verified. Numbers and code are
+read by ``evalsuite.metrics`` (``extract_number``/``numbers_equal``, ``code_block``), programs
+run in ``evalsuite.sandbox.run_code``: the same functions that score the benchmark.
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from evalsuite.metrics import code_block, extract_number, numbers_equal
+from evalsuite.metrics import extract_number, numbers_equal
 from evalsuite.sandbox import run_code
 from synth import parse
 
-_NUMERIC_ASK = re.compile(r"(?i)\b(how many|how much|how long|how far|how old|what is the (?:total|sum|product|"
-                          r"difference|value|cost|price|area|average)|what is \$?\d|calculate|compute|solve|total|percent)\b")
-_CODE_ASK = re.compile(r"(?i)\b(python|function|program|script|code)\b")
+# methods of the checks that make a record verified (a judge score is not among them)
+VERIFYING = ("ifeval_checkers", "pot_agreement", "majority", "pot_and_majority", "code_tests")
 
 
 @dataclass
-class Verdict:
-    ok: bool
-    method: str          # basic | numeric | code
-    reason: str = ""     # why it failed ('' when ok)
+class Check:
+    passed: bool
+    method: str                 # ifeval_checkers | pot_agreement | majority | pot_and_majority | code_tests | judge | none
+    reason: str = ""            # why it failed ('' when passed)
+    details: dict = field(default_factory=dict)
+
+    @property
+    def verifies(self) -> bool:
+        return self.passed and self.method in VERIFYING
+
+    def as_meta(self) -> dict:
+        out = {"method": self.method, "passed": self.passed}
+        if self.reason:
+            out["reason"] = self.reason
+        return {**out, **self.details}
 
 
 def basic_check(response: str, min_chars: int = 20) -> str | None:
@@ -39,24 +50,25 @@ def basic_check(response: str, min_chars: int = 20) -> str | None:
     return None
 
 
-def wants_number(instruction: str) -> bool:
-    """Does the instruction ask for a quantity (so two answers can be compared by number)?"""
-    return bool(re.search(r"\d", instruction)) and bool(_NUMERIC_ASK.search(instruction))
-
-
 def numbers_agree(a: str, b: str) -> bool | None:
-    """True/False when both responses state a final number (as the scorer reads it); None when either has none."""
+    """True/False when both texts state a final number (as the scorer reads it); None when either has none."""
     x, y = extract_number(a), extract_number(b)
     if x is None or y is None:
         return None
     return numbers_equal(x, y)
 
 
-def wants_code(instruction: str, response: str) -> bool:
-    return bool(_CODE_ASK.search(instruction)) and code_block(response) is not None
-
-
 def run_code_check(code: str, timeout_s: float = 10.0, memory_mb: int = 512) -> tuple[bool, str]:
     """(passed, status) of running ``code`` in the evalsuite sandbox."""
     res = run_code(code, timeout_s=timeout_s, memory_mb=memory_mb)
     return res.passed, res.status
+
+
+def printed_number(program: str, timeout_s: float = 5.0, memory_mb: int = 256) -> tuple[str | None, str]:
+    """(the number a program prints last, sandbox status); None when it fails or prints none."""
+    res = run_code(program, timeout_s=timeout_s, memory_mb=memory_mb)
+    if not res.passed:
+        return None, res.status
+    lines = [ln for ln in res.stdout.splitlines() if ln.strip()]
+    value = extract_number(lines[-1]) if lines else None
+    return value, "passed" if value is not None else "no_output"

@@ -6,7 +6,10 @@ prompt (all turns joined) answers, cycling through its responses. ``model: built
 recognises which synthloop template it got (``synth.prompts.MARKERS``) and returns a
 valid, parseable answer that varies deterministically with the prompt; a prompt without
 a marker (a synthesized instruction) gets a short answer ending in a number derived
-from the prompt, so two samples of it agree.
+from the prompt, so two samples of it agree. The verification templates answer consistently:
+a worked solution (``solve``) and a program (``pot``) for the same question state the same
+number; a code solution (``solve_code``) and its tests (``code_tests``) implement and check the
+task's ``name(x)`` "returns x plus N"; judge and evolution-check prompts answer with a pass.
 """
 from __future__ import annotations
 
@@ -55,6 +58,18 @@ def _last_user(prompt: Messages) -> str:
     return next((m["content"] for m in reversed(prompt) if m.get("role") == "user"), "")
 
 
+def _question(last: str) -> str:
+    """The question a solve/pot prompt asks: the text after its last 'Question:' line."""
+    parts = re.split(r"(?m)^Question:[ \t]*", last)
+    return parts[-1].strip() if len(parts) > 1 else last.strip()
+
+
+def _code_task(text: str) -> tuple[str, int]:
+    """(function name, N) of the most recent builtin-style code task in the prompt."""
+    hits = re.findall(r"`(\w+)\(x\)` that returns x plus (\d+)", text)
+    return (hits[-1][0], int(hits[-1][1])) if hits else ("solve", 0)
+
+
 def _builtin(prompt: Messages, occurrence: int) -> str:
     from synth.prompts import which_prompt
 
@@ -92,6 +107,29 @@ def _builtin(prompt: Messages, occurrence: int) -> str:
         return "New question: " + q + " " + _DIMENSION_TAILS[dim].format(topic=_TOPICS[h % len(_TOPICS)])
     if kind == "followup":
         return "User: " + _FOLLOWUPS[h % len(_FOLLOWUPS)]
+    if kind == "request":
+        topic = re.search(r"Topic:\s*(.+)", last)
+        return f"Request: Write a short note to a friend about {topic.group(1).strip() if topic else 'the weekend'}."
+    if kind == "instruct_code":
+        skill = re.search(r"Skill:\s*(.+)", last)
+        a = 2 + h % 50
+        return (f"Task: Write a Python function `add_{a}(x)` that returns x plus {a} "
+                f"(practising {skill.group(1).strip() if skill else 'python'}).")
+    if kind in ("solve", "pot"):
+        n = _h(_question(last)) % 997  # the same number by both routes
+        if kind == "pot":
+            return f"```python\nanswer = {n}\nprint(answer)\n```"
+        return f"Let me work through this step by step.\nCombining the quantities gives the result.\nThe answer is {n}."
+    if kind == "solve_code":
+        name, a = _code_task(text)
+        return f"```python\ndef {name}(x):\n    return x + {a}\n```"
+    if kind == "code_tests":
+        name, a = _code_task(text)
+        return "```python\n" + "\n".join(f"assert {name}({x}) == {x + a}" for x in (1, 0, 10)) + "\n```"
+    if kind == "judge":
+        return "Score: 4"
+    if kind == "evolve_check":
+        return "Verdict: yes"
     n = _h(last) % 997  # seed-independent, so two samples of one instruction agree
     return f"Let me work through this step by step. Combining the quantities gives the result. The answer is {n}."
 

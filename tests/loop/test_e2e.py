@@ -97,6 +97,27 @@ def test_two_rounds_write_every_stage(smoke_run):
     assert (run_dir / "report.md").read_text().count("|") > 10
 
 
+def test_synthesized_records_are_verified_only_by_a_named_check(smoke_run):
+    """Every record the run wrote: ``meta.verified`` holds only when a named check passed on every
+    assistant turn; each record names the deficiency it serves and keeps each step's raw teacher I/O."""
+    from synth.verify import VERIFYING
+
+    run_dir, _ = smoke_run
+    for r in ("round_000", "round_001"):
+        recs = read_records(run_dir / r / "synthesize" / "records.jsonl")
+        assert any(rec["meta"]["verified"] for rec in recs)
+        for rec in recs:
+            m = rec["meta"]
+            v = m["verification"]
+            checks = [v] + v.get("turns", [])
+            assert m["verified"] == all(c["passed"] and c["method"] in VERIFYING for c in checks), rec["id"]
+            assert m["deficiency"]["id"] == m["deficiency_id"] and m["kind"] in ("instruction", "code", "math", "other")
+            assert m["provenance"][0]["step"] == "instruct" and all(p["prompt"] for p in m["provenance"])
+        summary = json.loads((run_dir / r / "synthesize" / "DONE").read_text())["summary"]
+        assert summary["records"] == len(recs) and summary["verified_records"] == sum(x["meta"]["verified"] for x in recs)
+        assert summary["steps"]["answer"]["calls"] >= 1 and "accept" in summary["filters"]
+
+
 def _digest(round_dir: Path) -> dict:
     """What round 0's stages produced, minus timings: eval responses, tags, deficiencies, and the
     ids + message hashes of the synthesized, retrieved and mixed records."""

@@ -82,3 +82,17 @@ def test_shared_constraint_wording_is_boilerplate_but_an_items_own_text_is_not()
     assert "lowercase letters" in " ".join(st["boilerplate_examples"])
     kept, st = decontaminate([reuse, copy], items, boilerplate_items=0)   # off: the shared wording counts
     assert kept == []
+
+
+def test_boilerplate_examples_do_not_depend_on_the_process_hash_seed():
+    """The examples go into mix's DONE summary, which a resumed run must reproduce exactly."""
+    import subprocess
+    import sys
+
+    code = ("from synth.decontam import EvalIndex\n"
+            "t = 'your entire response should be in english and in all lowercase letters no capitals allowed'\n"
+            "print(EvalIndex([f'{t} about topic {i} please' for i in range(5)], n=5).boilerplate_examples)")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**__import__("os").environ, "PYTHONHASHSEED": str(seed)}).stdout
+            for seed in (0, 1, 2, 3)}
+    assert len(outs) == 1 and "english" in outs.pop()

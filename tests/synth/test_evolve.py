@@ -30,3 +30,20 @@ def test_evolve_counts_kept_eliminated_and_parse_failures(tmp_path):
     assert all(d in DIMENSIONS for _, d in out)
     assert stats["kept"] == 1 and stats["eliminated"] == {"copy": 1} and stats["parse_failures"] == 1
     assert sum(stats["by_dimension"].values()) == 1
+
+
+def test_compliance_check_eliminates_what_does_not_keep_the_intent(tmp_path):
+    from synth.evolve import check_evolutions, parse_verdict
+
+    assert parse_verdict("Verdict: yes") is True and parse_verdict("no, it drifts") is False
+    assert parse_verdict("maybe") is None
+    script = tmp_path / "s.json"
+    script.write_text(json.dumps({"rules": [{"match": "Rewritten: capital", "responses": ["Verdict: no"]},
+                                            {"match": "Rewritten: huh", "responses": ["hmm"]},
+                                            {"match": "Check a rewritten", "responses": ["Verdict: yes"]}]}))
+    llm = load_llm(LLMConfig(backend="fake", model=str(script)))
+    out = check_evolutions(llm, [ORIG] * 3, [ORIG + " Then he sells 3.", "capital of Spain?", "huh"],
+                           ["depth", "breadth", "depth"], Sampling())
+    assert [o["ok"] for o in out] == [True, False, False]
+    assert [o["reason"] for o in out] == ["", "check_failed", "check_unparsed"]
+    assert out[0]["prompt"][-1] == {"role": "assistant", "content": "Verdict:"}

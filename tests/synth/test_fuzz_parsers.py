@@ -16,10 +16,10 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from synth import parse, verify
+from synth import parse, verify, verify_code, verify_math
 from synth.diagnose import _error_of, parse_diagnosis
-from synth.evolve import eliminate, parse_evolved
-from synth.generate import parse_instruction
+from synth.evolve import eliminate, parse_evolved, parse_verdict
+from synth.propose import parse_instruction
 from synth.multiturn import parse_followup
 from synth.prompts import with_prefill
 from synth.tagging import MACRO_CATEGORIES, OTHER, TagConfig, normalize_tag, parse_tags, snap_category
@@ -259,7 +259,11 @@ numeric_answer = st.one_of(teacher_text, st.tuples(st.sampled_from(["The answer 
 def test_verify_checks_of_teacher_answers(a, b, min_chars):
     assert verify.basic_check(a, min_chars) in (None, "empty", "refusal", "too_short")
     assert verify.numbers_agree(a, b) in (None, True, False)
-    assert isinstance(verify.wants_number(a), bool) and isinstance(verify.wants_code(a, b), bool)
+    assert isinstance(verify_math.trim_solution(a), str)
+    for parsed in (verify_code.parse_solution(a), verify_code.parse_tests(a), verify_math.parse_program(a),
+                   verify_code.function_name(a)):
+        assert parsed is None or isinstance(parsed, str)
+    assert parse_verdict(a) in (None, True, False)
 
 
 # ------------------------------------------------------------------ huge and degenerate inputs
@@ -278,8 +282,12 @@ def _all_parsers(text: str) -> None:
     parse_evolved(text)
     parse_followup(text)
     verify.basic_check(text)  # (numbers_agree is left out: evalsuite.metrics.extract_number is
-    verify.wants_number(text)  # quadratic on blank lines, 6 s on 30,000 of them; not synth's code)
-    verify.wants_code(text, text)
+    verify_math.trim_solution(text)  # quadratic on blank lines, 6 s on 30,000 of them; not synth's code)
+    verify_math.parse_program(text)
+    verify_code.parse_solution(text)
+    verify_code.parse_tests(text)
+    verify_code.function_name(text)
+    parse_verdict(text)
 
 
 DEGENERATE = [c * 30_000 for c in (" ", "\t", "\n", " \n", "*", "{", "[", '{"', "-", ":", "1.", "```", "Question:")] + [

@@ -1,18 +1,39 @@
-"""synthesize stage with the fake teacher: records, provenance, drops by reason, verification."""
+"""synthesize with the fake teacher: verification by kind, quotas, provenance, counts, one call per step."""
 import json
 
 from evalsuite.records import read_records
-from synth.generate import NearCopyFilter, SynthConfig, parse_instruction, synthesize
+from synth.generate import SynthConfig, synthesize
 from synth.llm import LLMConfig, load_llm
+from synth.propose import NearCopyFilter, parse_instruction
+from synth.verify import VERIFYING
 
-DEFS = [{"id": "def-a", "ability": "multi-step arithmetic", "error": "stops early", "count": 3,
-         "tags": ["arithmetic"], "macro": ["Math Reasoning"]},
-        {"id": "def-b", "ability": "following formatting constraints", "error": "", "count": 1, "tags": []},
-        {"id": "def-c", "ability": "not served", "error": "", "count": 1, "tags": []}]
+DEFS = [{"id": "def-m", "ability": "multi-step arithmetic", "error": "stops early", "count": 3,
+         "tasks": ["math_offline"], "tags": ["arithmetic"], "macro": ["Math Reasoning"]},
+        {"id": "def-i", "ability": "following formatting constraints", "error": "", "count": 2,
+         "tasks": ["ifeval_offline"], "tags": []},
+        {"id": "def-c", "ability": "writing correct python code", "error": "", "count": 2,
+         "tasks": ["humaneval_offline"], "tags": []},
+        {"id": "def-o", "ability": "factual recall", "error": "", "count": 1, "tasks": ["mmlu"], "tags": []},
+        {"id": "def-x", "ability": "not served", "error": "", "count": 1, "tasks": ["math_offline"], "tags": []}]
+
+
+class Counting:
+    """Wraps a backend; records every generate call's size."""
+
+    def __init__(self, llm):
+        self.llm, self.calls = llm, []
+
+    def generate(self, prompts, sampling):
+        self.calls.append(len(prompts))
+        return self.llm.generate(prompts, sampling)
+
+    def close(self):
+        pass
 
 
 def test_parse_instruction_and_near_copy():
     assert parse_instruction("Question: How many legs do 3 cats have?\nAnswer: 12") == "How many legs do 3 cats have?"
+    assert parse_instruction("Task: Write `f(x)` that doubles x.") == "Write `f(x)` that doubles x."
     assert parse_instruction("1. First question here\n2. second") == "First question here"
     assert parse_instruction("  ") is None
     f = NearCopyFilter(["Natalia sold clips to 48 of her friends in April and then half as many in May."])
@@ -20,60 +41,117 @@ def test_parse_instruction_and_near_copy():
     assert not f.hits("Tom sold 12 apples on Monday and twice as many on Tuesday.")
 
 
-def test_synthesize_builtin_fake_writes_valid_records(tmp_path):
-    llm = load_llm(LLMConfig(backend="fake", model="builtin"))
-    cfg = SynthConfig(per_deficiency=3, top_k=2, evolve_share=0.5, multiturn_share=0.5, max_turns=3)
+def test_every_kind_verified_by_its_named_check(tmp_path):
+    llm = Counting(load_llm(LLMConfig(backend="fake", model="builtin")))
+    cfg = SynthConfig(per_deficiency=3, top_k=4, multiturn_share=0.5, max_turns=4)
     out = tmp_path / "records.jsonl"
     stats = synthesize(llm, DEFS, cfg, round_idx=2, out_path=out, seed=7)
     recs = read_records(out)
-    assert len(recs) == stats["records"] == 6
-    assert {r["meta"]["deficiency_id"] for r in recs} == {"def-a", "def-b"}
-    assert all(r["source"] == "synth" and r["meta"]["round"] == 2 and r["meta"]["verified"] for r in recs)
-    assert any(r["meta"]["evolved"] for r in recs) and any(r["meta"]["evolved"] is None for r in recs)
-    assert any(len(r["messages"]) >= 4 for r in recs) and stats["multi_turn_records"] >= 1
-    assert all(r["messages"][-1]["role"] == "assistant" for r in recs)
-    by_id = {d["id"]: d for d in DEFS}
-    for r in recs:  # a record carries the tags of the deficiency it serves
-        d = by_id[r["meta"]["deficiency_id"]]
-        assert r["tags"] == {"fine": d["tags"], "macro": d.get("macro", [])}
-    assert stats["instructions"]["dropped"].get("over_budget", 0) >= 1  # oversampled prompts beyond the budget
-    assert stats["verify"]["numeric_checked"] >= 1
+    assert len(recs) == stats["records"] == 12
+    assert stats["kinds"] == {"def-m": "math", "def-i": "instruction", "def-c": "code", "def-o": "other"}
+    by_kind = {}
+    for r in recs:
+        m = r["meta"]
+        by_kind.setdefault(m["kind"], []).append(r)
+        v = m["verification"]
+        # verified only with a named passed check, on every assistant turn
+        assert m["verified"] == (v["passed"] and v["method"] in VERIFYING
+                                 and all(t["passed"] and t["method"] in VERIFYING for t in v.get("turns", [])))
+        assert r["messages"][-1]["role"] == "assistant" and m["turns"] == len(r["messages"]) // 2
+        assert m["deficiency"]["id"] == m["deficiency_id"] and m["round"] == 2
+        steps = [p["step"] for p in m["provenance"]]
+        assert steps[0] == "instruct" and "answer" in steps
+        assert all(isinstance(p["prompt"], list) and "output" in p for p in m["provenance"])
+    assert {k: len(v) for k, v in by_kind.items()} == {"math": 3, "instruction": 3, "code": 3, "other": 3}
+    assert all(r["meta"]["verified"] for k in ("math", "instruction", "code") for r in by_kind[k])
+    assert {r["meta"]["verification"]["method"] for r in by_kind["math"]} == {"pot_and_majority"}
+    assert {r["meta"]["verification"]["method"] for r in by_kind["code"]} == {"code_tests"}
+    assert all("pot" in [p["step"] for p in r["meta"]["provenance"]] for r in by_kind["math"])
+    assert all(r["meta"]["verification"]["tests"] for r in by_kind["code"])
+    for r in by_kind["instruction"]:
+        v = r["meta"]["verification"]
+        assert v["method"] == "ifeval_checkers" and v["constraints"] and "repaired" in v
+        assert all(c["text"] in r["messages"][0]["content"] for c in v["constraints"])
+    assert not any(r["meta"]["verified"] for r in by_kind["other"])    # a judge score never verifies
+    assert all(r["meta"]["verification"]["method"] == "judge" for r in by_kind["other"])
+    # dialogues up to max_turns, every added turn checked
+    assert stats["multi_turn_records"] >= 1 and max(r["meta"]["turns"] for r in recs) <= 4
+    assert any(r["meta"]["roles"] for r in recs)
+    # one call per step per attempt: no step ever sent one prompt at a time across items
+    assert stats["steps"]["answer"]["calls"] == 1 and stats["steps"]["instruct"]["calls"] == 1
+    assert stats["steps"]["answer"]["prompts"] > 10
+    assert stats["teacher_tokens"] > 0 and stats["tokens_per_kept_record"] > 0
+    assert stats["filters"]["accept"]["dropped"].get("over_quota", 0) >= 1
     again = tmp_path / "again.jsonl"
-    synthesize(llm, DEFS, cfg, round_idx=2, out_path=again, seed=7)
+    synthesize(load_llm(LLMConfig(backend="fake", model="builtin")), DEFS, cfg, round_idx=2, out_path=again, seed=7)
     assert out.read_text() == again.read_text()  # deterministic
 
 
-def test_drops_benchmark_copies_parse_failures_and_disagreement(tmp_path):
-    bench = "Tom has 3 bags with 12 apples each. He eats 5 apples. How many apples are left?"
+def _scripted(tmp_path, rules):
     script = tmp_path / "s.json"
-    script.write_text(json.dumps({"rules": [
-        {"match": "Topic:", "responses": ["Question: " + bench, "no label, just rambling without a question\n\n",
-                                          "Question: A train travels 60 km in 2 hours. How many km per hour is that?",
-                                          "Question: Write the word dog in capital letters please."]},
-        {"match": "train travels", "responses": ["It is 60 / 2 = 30 km per hour. The answer is 30.",
-                                                 "I think the answer is 25."]},
-        {"match": "dog in capital", "responses": ["Sure, here it is in capitals: DOG"]}],
-        "default": ""}))
-    llm = load_llm(LLMConfig(backend="fake", model=str(script)))
-    cfg = SynthConfig(per_deficiency=4, oversample=1.0, top_k=1, evolve_share=0.0, multiturn_share=0.0)
-    stats = synthesize(llm, DEFS, cfg, 0, tmp_path / "r.jsonl", seed=0, avoid_texts=[bench])
-    ins = stats["instructions"]
-    assert ins["prompted"] == 4 and ins["dropped"] == {"near_benchmark": 1}
-    # 'no label, just rambling' is taken as the question itself (tolerant), then its answer is empty
-    assert stats["responses"]["dropped"] == {"empty": 1}
-    assert stats["verify"]["dropped"] == {"numeric_disagreement": 1}
-    recs = read_records(tmp_path / "r.jsonl")
-    assert [r["messages"][0]["content"] for r in recs] == ["Write the word dog in capital letters please."]
-    assert recs[0]["meta"]["verify_method"] == "basic"
+    script.write_text(json.dumps({"rules": rules, "default": ""}))
+    return load_llm(LLMConfig(backend="fake", model=str(script)))
 
-    keep = SynthConfig(**{**cfg.__dict__, "keep_unverified": True})
-    llm2 = load_llm(LLMConfig(backend="fake", model=str(script)))
-    synthesize(llm2, DEFS, keep, 0, tmp_path / "k.jsonl", seed=0, avoid_texts=[bench])
-    flags = {r["messages"][0]["content"][:7]: r["meta"]["verified"] for r in read_records(tmp_path / "k.jsonl")}
-    assert flags == {"A train": False, "Write t": True}
+
+def test_math_routes_disagreeing_drop_the_record_and_attempts_retry(tmp_path):
+    bench = "Tom has 3 bags with 12 apples each. He eats 5 apples. How many apples are left?"
+    rules = [{"match": "Write one new question", "responses": ["Question: " + bench,
+                                                               "Question: A train goes 60 km in 2 hours. How many km per hour?",
+                                                               "Question: Sam has 4 boxes of 5 pens. How many pens?"]},
+             # a backend that honours the prefilled fence returns only the code after it
+             {"match": "Write a short Python program", "responses": ["speed = 60 / 2\nprint(int(speed))", "```python\nprint(21)\n```"]},
+             {"match": "train goes", "responses": ["60 / 2 = 30\nThe answer is 30.", "The answer is 25."]},
+             {"match": "boxes of 5 pens", "responses": ["4 + 5 = 9\nThe answer is 9."]}]
+    cfg = SynthConfig(per_deficiency=2, oversample=1.5, top_k=1, evolve_share=0.0, multiturn_share=0.0,
+                      samples_per_instruction=2, pot_programs=1, math_rule="pot", max_attempts=2)
+    stats = synthesize(_scripted(tmp_path, rules), DEFS, cfg, 0, tmp_path / "r.jsonl", seed=0, avoid_texts=[bench])
+    recs = read_records(tmp_path / "r.jsonl")
+    # the train question: program prints 30 and one worked answer says 30 -> kept; the pens question:
+    # program 21 vs worked 9 -> dropped; the benchmark copy never reaches the teacher's answer step
+    assert [r["messages"][0]["content"] for r in recs] == ["A train goes 60 km in 2 hours. How many km per hour?"]
+    assert recs[0]["messages"][1]["content"] == "60 / 2 = 30\nThe answer is 30."
+    assert stats["filters"]["instructions"]["dropped"]["near_benchmark"] >= 1
+    assert stats["filters"]["verify_math"]["dropped"]["routes_disagree"] >= 1
+    assert stats["by_deficiency"]["def-m"]["attempts"] == 2        # quota unmet: a second attempt
+
+
+def test_unverified_records_only_by_policy(tmp_path):
+    llm = load_llm(LLMConfig(backend="fake", model="builtin"))
+    defs = [DEFS[3]]   # the other kind: judge only
+    cfg = SynthConfig(per_deficiency=2, top_k=1, multiturn_share=0.0, evolve_share=0.0)
+    assert synthesize(llm, defs, cfg, 0, tmp_path / "a.jsonl", seed=0)["records"] == 2
+    none = SynthConfig(**{**cfg.__dict__, "train_unverified": "none"})
+    stats = synthesize(llm, defs, none, 0, tmp_path / "b.jsonl", seed=0)
+    assert stats["records"] == 0 and stats["by_deficiency"]["def-o"]["skipped"] and "instruct" not in stats["steps"]
+    strict = SynthConfig(**{**cfg.__dict__, "judge_min_score": 5})
+    stats = synthesize(llm, defs, strict, 0, tmp_path / "c.jsonl", seed=0)
+    assert stats["records"] == 0 and stats["filters"]["accept"]["dropped"] == {"judge_low_score": 12}
+    assert stats["by_deficiency"]["def-o"]["attempts"] == 3       # max_attempts, quota never met
+
+
+def test_teacher_token_budget_stops_oversampling(tmp_path):
+    rules = [{"match": "Write one new question", "responses": ["Question: Sam has 4 boxes of 5 pens. How many pens?"]},
+             {"match": "Write a short Python program", "responses": ["```python\nprint(20)\n```"]},
+             {"match": "boxes of 5 pens", "responses": ["4 + 5 = 9\nThe answer is 9."]}]
+    cfg = SynthConfig(per_deficiency=2, top_k=1, evolve_share=0.0, multiturn_share=0.0, max_attempts=5,
+                      teacher_tokens_per_deficiency=10)
+    stats = synthesize(_scripted(tmp_path, rules), DEFS, cfg, 0, tmp_path / "r.jsonl", seed=0)
+    assert stats["records"] == 0 and stats["by_deficiency"]["def-m"]["attempts"] == 1
 
 
 def test_no_deficiencies_writes_empty_file(tmp_path):
     llm = load_llm(LLMConfig(backend="fake", model="builtin"))
     stats = synthesize(llm, [], SynthConfig(), 0, tmp_path / "r.jsonl", seed=0)
     assert stats["records"] == 0 and (tmp_path / "r.jsonl").read_text() == ""
+
+
+def test_train_unverified_all_keeps_failed_records_marked_unverified(tmp_path):
+    rules = [{"match": "Write one new question", "responses": ["Question: Sam has 4 boxes of 5 pens. How many pens?"]},
+             {"match": "Write a short Python program", "responses": ["```python\nprint(20)\n```"]},
+             {"match": "boxes of 5 pens", "responses": ["4 + 5 = 9\nThe answer is 9."]}]
+    cfg = SynthConfig(per_deficiency=1, top_k=1, evolve_share=0.0, multiturn_share=0.0, max_attempts=1,
+                      train_unverified="all")
+    synthesize(_scripted(tmp_path, rules), DEFS, cfg, 0, tmp_path / "r.jsonl", seed=0)
+    (rec,) = read_records(tmp_path / "r.jsonl")
+    assert rec["meta"]["verified"] is False and rec["meta"]["verification"]["reason"] == "routes_disagree"
+    assert rec["messages"][1]["content"] == "4 + 5 = 9\nThe answer is 9."

@@ -47,11 +47,16 @@ def test_fake_script_errors_name_the_file(tmp_path):
 
 
 def test_builtin_fake_answers_every_template_parseably():
+    from evalsuite.metrics import extract_number
     from synth.diagnose import parse_diagnosis
-    from synth.evolve import parse_evolved
-    from synth.generate import parse_instruction
-    from synth.multiturn import parse_followup
+    from synth.evolve import parse_evolved, parse_verdict
+    from synth.judge import parse_score
+    from synth.multiturn import load_roles, parse_followup
+    from synth.propose import parse_instruction
     from synth.tagging import TagConfig, parse_tags
+    from synth.verify import printed_number
+    from synth.verify_code import function_name, parse_solution, parse_tests, verify
+    from synth.verify_math import parse_program
 
     cfg = TagConfig()
     llm = load_llm(LLMConfig(backend="fake", model="builtin"))
@@ -62,17 +67,35 @@ def test_builtin_fake_answers_every_template_parseably():
         "instruct": render_chat("instruct", ability="addition", error="", tags=[], topic="cooking"),
         "evolve": render_chat("evolve", instruction="What is 3 + 4?", dimension="depth", how="harder"),
         "followup": render_chat("followup", turns=[{"role": "user", "content": "Hi"},
-                                                   {"role": "assistant", "content": "Hello"}]),
+                                                   {"role": "assistant", "content": "Hello"}], role=load_roles()[0]),
+        "request": render_chat("request", topic="cooking"),
+        "instruct_code": render_chat("instruct_code", ability="loops", error="", tags=[], topic="cooking"),
+        "solve": render_chat("solve", question="Ann has 3 bags of 4 apples. How many?", context=[]),
+        "pot": render_chat("pot", question="Ann has 3 bags of 4 apples. How many?", context=[]),
+        "judge": render_chat("judge", instruction="Name a fruit.", response="An apple.", rubric="correct"),
+        "evolve_check": render_chat("evolve_check", original="What is 3 + 4?", evolved="What is 3 + 4 + 5?",
+                                    how="harder"),
     }
-    assert set(prompts) == set(MARKERS)
     out = dict(zip(prompts, llm.generate(list(prompts.values()), Sampling())))
+    task = parse_instruction(out["instruct_code"])
+    name = function_name(task)
+    code_prompts = {"solve_code": render_chat("solve_code", task=task, context=[]),
+                    "code_tests": render_chat("code_tests", task=task, signature=f"def {name}(x)")}
+    out.update(zip(code_prompts, llm.generate(list(code_prompts.values()), Sampling())))
+    prompts.update(code_prompts)
+    assert set(prompts) == set(MARKERS)
     assert parse_tags(out["tag"], cfg)["macro"] == ["Math Reasoning"]
     assert parse_diagnosis(out["diagnose"])["ability"] and parse_diagnosis(out["ability"])["ability"]
     assert "addition" in parse_instruction(out["instruct"])
     assert parse_evolved(out["evolve"]).startswith("What is 3 + 4?")
     assert parse_followup(out["followup"])
+    assert "cooking" in parse_instruction(out["request"])
+    assert parse_score(out["judge"]) == 4 and parse_verdict(out["evolve_check"]) is True
+    # the verification templates agree with each other: worked answer = program output, tests pass
+    assert printed_number(parse_program(out["pot"]))[0] == extract_number(out["solve"])
+    assert verify([parse_solution(out["solve_code"])], [parse_tests(out["code_tests"])], name, timeout_s=20)[1].verifies
     # deterministic, and varies with the prompt
-    assert llm.generate(list(prompts.values()), Sampling()) == list(out.values())
+    assert llm.generate(list(prompts.values()), Sampling()) == [out[k] for k in prompts]
     many = llm.generate([render_chat("diagnose", question=f"q {i}", target="1", response="2") for i in range(8)],
                         Sampling())
     assert len(set(many)) > 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 from evalsuite.records import make_record
 from synth.decontam import decontaminate
 from synth.dedup import dedup
-from synth.generate import NearCopyFilter
+from synth.propose import NearCopyFilter
 from synth.overlap import NgramIndex, shingles, words
 
 # a benchmark item in French: accents and a full-width comma must not split words

@@ -1,6 +1,17 @@
-"""Verification checks: basic, numeric agreement, code execution through the evalsuite sandbox."""
+"""What every verifier shares: named checks, the basic check, number agreement, sandboxed execution."""
 from evalsuite.metrics import code_block
 from synth import verify
+from synth.verify import Check
+
+
+def test_only_a_named_passed_check_verifies():
+    assert Check(True, "ifeval_checkers").verifies and Check(True, "code_tests").verifies
+    assert Check(True, "pot_agreement").verifies and Check(True, "majority").verifies
+    assert not Check(False, "code_tests", "tests_failed").verifies
+    assert not Check(True, "judge", details={"score": 5}).verifies      # a judge score never verifies
+    assert not Check(True, "none").verifies
+    assert Check(False, "judge", "judge_low_score", {"score": 2}).as_meta() == {
+        "method": "judge", "passed": False, "reason": "judge_low_score", "score": 2}
 
 
 def test_basic_and_numeric():
@@ -8,10 +19,6 @@ def test_basic_and_numeric():
     assert verify.basic_check("I'm sorry, but I can't help with that request.") == "refusal"
     assert verify.basic_check("ok") == "too_short"
     assert verify.basic_check("A complete and helpful answer.") is None
-    assert verify.wants_number("How many apples are left if you eat 3 of 10?")
-    assert verify.wants_number("What is 20 percent of 30?")
-    assert not verify.wants_number("Write a poem about apples.")
-    assert not verify.wants_number("Write 3 sentences about apples.")
     assert verify.numbers_agree("so it is 7", "The answer is 7.0")
     assert verify.numbers_agree("it is 7", "it is 8") is False
     assert verify.numbers_agree("no number", "8") is None
@@ -34,11 +41,12 @@ def test_synth_reads_answers_exactly_as_the_scorer_does():
     assert metrics.code_block(two).strip() == "def f():\n    return 1"   # the first block, as scored
 
 
-def test_code_extraction_and_execution():
+def test_code_execution_and_printed_numbers():
     good = "Here:\n```python\ndef f(x):\n    return x + 1\nassert f(1) == 2\n```"
     bad = "```python\nraise ValueError('boom')\n```"
-    assert verify.wants_code("Write a Python function f.", good)
-    assert not verify.wants_code("Write a poem.", good)
     assert verify.run_code_check(code_block(good), timeout_s=20) == (True, "passed")
     passed, status = verify.run_code_check(code_block(bad), timeout_s=20)
     assert passed is False and status == "failed"
+    assert verify.printed_number("x = 6 * 7\nprint('total', x)") == ("42", "passed")
+    assert verify.printed_number("print('no number')")[0] is None
+    assert verify.printed_number("raise SystemExit(3)") == (None, "failed")
