@@ -75,8 +75,15 @@ def catalogue(prompts_dir: str | Path | None = None) -> Catalogue:
 
 
 def failed_ids(deficiency: dict, eval_targets: dict[str, str] | None) -> Counter:
-    """Checker ids of the deficiency's example eval items (their targets list them), counted."""
+    """Checker ids the deficiency stands for, counted: the checkers its items actually failed (the
+    scorer's evidence, ``diagnose``'s ``evidence.checks``) when known, else every checker of its
+    example eval items (their targets list them)."""
     ids: Counter = Counter()
+    for c in ((deficiency.get("evidence") or {}).get("checks") or []):
+        if isinstance(c, dict) and isinstance(c.get("id"), str):
+            ids[c["id"]] += 1
+    if ids:
+        return ids
     for key in deficiency.get("examples") or []:
         target = (eval_targets or {}).get(key)
         try:

@@ -97,6 +97,9 @@ def test_constraints_prefer_the_failed_items_checkers():
     d = {"ability": "wrapping", "examples": list(targets)}
     prefer = verify_if.failed_ids(d, targets)
     assert prefer == Counter({"startend:quotation": 2, "language:response_language": 1})
+    # the scorer's evidence (what the items actually failed) wins over every checker they carried
+    ev = {**d, "evidence": {"key": "checker:startend:quotation", "checks": [{"id": "startend:quotation", "kwargs": {}}]}}
+    assert verify_if.failed_ids(ev, targets) == Counter({"startend:quotation": 1})
     for seed in range(10):
         cons = verify_if.draw_constraints(d, random.Random(seed), cat, prefer, max_constraints=3)
         assert cons[0]["id"] == "startend:quotation"          # language is not in the catalogue
