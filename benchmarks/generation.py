@@ -72,7 +72,7 @@ def build_calls(per_call: int, seed: int = 0) -> dict[str, list[list[dict]]]:
     from synth.diagnose import format_input as diagnose_input
     from synth.evolve import DIMENSIONS
     from synth.evolve import format_input as evolve_input
-    from synth.generate import format_input as instruct_input
+    from synth.propose import format_input as instruct_input
     from synth.prompts import render_chat
     from synth.tagging import TagConfig
     from synth.tagging import format_input as tag_input
