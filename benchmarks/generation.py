@@ -1,15 +1,17 @@
 """Generation engines side by side, one run, the same prompts: tokens/s, batch-1 latency, peak RSS.
 
     .venv/bin/python benchmarks/generation.py [--per-call 16] [--max-new-tokens 192]
-        [--engines hf,ct2-int8,ct2-int8-b16,ct2-fp32-b16] [--ratio ct2-int8]
+        [--engines hf,ct2-int8,ct2-int8-r1,ct2-fp32-b16] [--ratio ct2-int8]
 
 Candidates (each through the teacher backend the loop would use, in its own child process so
 that its peak RSS is its own; the model is SmolLM2-135M-Instruct from the embedded GGUF):
 
 * ``hf``          transformers ``generate``, fp32, batch 16 (``teacher.backend=hf``, the old default)
-* ``ct2-int8``    CTranslate2 int8, all prompts in one call, 64 rows decoded together
+* ``ct2-int8``    CTranslate2 int8, all prompts in one call, up to 64 rows a batch, one
+                  single-threaded replica per core decoding its own batches (the default)
 * ``ct2-int8-b16`` the same at batch 16; ``ct2-fp32-b16`` CTranslate2 fp32 at batch 16
-* ``ct2-int8-t1`` ``ct2-int8`` on one CPU thread (``teacher.threads=1``)
+* ``ct2-int8-r1`` one replica on all cores (``teacher.replicas=1``: the engine before replicas)
+* ``ct2-int8-t1`` one replica on one CPU thread (``teacher.threads=1 teacher.replicas=1``)
 * ``ct2-int8-noshare`` ``ct2-int8`` without forwarding a batch's common prefix once
   (``evalsuite.engine.shared_prefix`` off: every row forwards its whole prompt; same batch plan)
 * llama.cpp       not measured when ``llama_cpp`` is not importable: PyPI has no prebuilt
@@ -47,10 +49,13 @@ sys.path.insert(0, str(ROOT))
 MODEL = "embedded:smollm2-135m-instruct"
 ENGINES = {  # name -> LLMConfig overrides
     "hf": {"backend": "hf", "batch_size": 16},
+    # the default: one single-threaded replica per core, each decoding its own batches
     "ct2-int8": {"backend": "ct2", "quantization": "int8", "batch_size": 64},
     "ct2-int8-b16": {"backend": "ct2", "quantization": "int8", "batch_size": 16},
     "ct2-fp32-b16": {"backend": "ct2", "quantization": "float32", "batch_size": 16},
-    "ct2-int8-t1": {"backend": "ct2", "quantization": "int8", "batch_size": 64, "threads": 1},
+    # one replica on all cores (the engine before replicas) and one replica on one thread
+    "ct2-int8-r1": {"backend": "ct2", "quantization": "int8", "batch_size": 64, "replicas": 1},
+    "ct2-int8-t1": {"backend": "ct2", "quantization": "int8", "batch_size": 64, "threads": 1, "replicas": 1},
     # as ct2-int8 without the shared prefix forwarded once per batch (same batch plan)
     "ct2-int8-noshare": {"backend": "ct2", "quantization": "int8", "batch_size": 64, "share_prefix": False},
 }
@@ -157,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--per-call", type=int, default=16, help="prompts per call (7 calls: 4 teacher steps, 3 eval tasks)")
     ap.add_argument("--max-new-tokens", type=int, default=192)
-    ap.add_argument("--engines", default="hf,ct2-int8,ct2-int8-b16,ct2-fp32-b16")
+    ap.add_argument("--engines", default="hf,ct2-int8,ct2-int8-r1,ct2-fp32-b16")
     ap.add_argument("--ratio", default="ct2-int8", help="the engine whose tokens/s is divided by hf's")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)

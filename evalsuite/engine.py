@@ -213,11 +213,38 @@ def _end_ids(folder: Path, tok) -> list[int]:
     return sorted(ids)
 
 
+def cpu_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+MAX_AUTO_REPLICAS = 8
+
+
+def balance(groups: Sequence[Sequence[int]], costs: Sequence[float], replicas: int) -> list[list[int]]:
+    """Group indices per replica: longest estimated cost first onto the least loaded replica (LPT),
+    each replica's groups kept in plan order (a replica runs its queue in that order: deterministic)."""
+    load, owner = [0.0] * replicas, [0] * len(groups)
+    for g in sorted(range(len(groups)), key=lambda g: (-costs[g], g)):
+        r = min(range(replicas), key=lambda r: (load[r], r))
+        owner[g], load[r] = r, load[r] + costs[g]
+    return [[g for g in range(len(groups)) if owner[g] == r] for r in range(replicas)]
+
+
 class Engine:
-    """A CTranslate2 generator over ``model`` (+ ``adapter``) with the model's own tokenizer."""
+    """CTranslate2 generators over ``model`` (+ ``adapter``) with the model's own tokenizer.
+
+    On CPU the engine holds ``replicas`` generators of ``threads`` threads each (auto: one
+    single-threaded replica per core), each decoding its own batches at the same time: a 135M
+    model's matmuls are too small to keep two threads busy, so batches side by side on one core
+    each beat one batch on all cores (README "Generation engine"). Which batch runs on which
+    replica is fixed by :func:`balance`, so sampled output is reproducible."""
 
     def __init__(self, model: str, adapter: str | None = None, quantization: str = "int8",
-                 device: str = "cpu", threads: int = 0, cache_dir: str | os.PathLike | None = None):
+                 device: str = "cpu", threads: int = 0, cache_dir: str | os.PathLike | None = None,
+                 replicas: int = 0):
         import ctranslate2
         from transformers import AutoTokenizer
 
@@ -227,22 +254,34 @@ class Engine:
         if device == "auto":
             device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
         self.device = device
-        self.threads = max(0, threads)  # 0: CT2's default (all cores)
+        if replicas <= 0:  # auto: one replica per core on CPU (of `threads` threads, if set), one on GPU
+            cores = cpu_cores()
+            replicas = 1 if device != "cpu" else max(1, min(MAX_AUTO_REPLICAS, cores // max(1, threads)))
+        self.replicas = replicas
+        # threads per replica; 0 = CT2's default (all cores) when alone, one core each side by side
+        self.threads = max(0, threads) if threads > 0 or replicas == 1 else 1
+        self.generators: list = []
         self._load()
         self.tok = AutoTokenizer.from_pretrained(self.path)
         self.end_ids = _end_ids(self.path, self.tok)
         self.stats = {"generated_tokens": 0, "generate_s": 0.0, "prompts": 0}
         _OPEN.add(self)
 
+    @property
+    def generator(self):
+        """The first replica (scoring and single calls)."""
+        return self.generators[0] if self.generators else None
+
     def _load(self) -> None:
-        self.generator = self._ct2.Generator(str(self.path), device=self.device, compute_type=self.quantization,
-                                             intra_threads=self.threads)
+        self.generators = [self._ct2.Generator(str(self.path), device=self.device, compute_type=self.quantization,
+                                               intra_threads=self.threads) for _ in range(self.replicas)]
 
     def _reseed(self, seed: int) -> None:
         """CT2 samples from a thread-local RNG seeded when its worker thread starts, so a seed
-        takes effect only in a fresh generator (a reload: ~0.1 s for SmolLM2-135M int8)."""
+        takes effect only in fresh generators (a reload: ~0.1 s each for SmolLM2-135M int8)."""
         self._ct2.set_random_seed(seed)
-        self.generator.unload_model()
+        for g in self.generators:
+            g.unload_model()
         self._load()
 
     def _tokens(self, ids: Sequence[int]) -> list[str]:
@@ -272,29 +311,41 @@ class Engine:
         if not greedy:
             self._reseed(seed)
         texts: list[str] = [""] * n
-        for group in plan_batches([len(p) for p in prompts], batch_size, max_new_tokens):
-            def on_token(step, group=group) -> bool:
-                i = group[step.batch_id]
-                produced[i] += 1
-                now = time.time()
-                if now - last[0] > 0.5:
-                    last[0] = now
-                    bar.set_postfix(tok_s=f"{sum(produced) / max(now - t0, 1e-6):.1f}", refresh=False)
-                if not stop or step.is_last or step.token_id in self.end_ids:
-                    return False
-                seen[i].append(step.token_id)
-                text = self.tok.decode(seen[i][-tail:], skip_special_tokens=True)
-                return any(s in text for s in stop)  # True stops this row now
+        # side by side, each replica needs batches of its own: cap rows so there are enough of them
+        cap = batch_size if self.replicas == 1 else max(1, min(batch_size, -(-n // self.replicas)))
+        groups = plan_batches([len(p) for p in prompts], cap, max_new_tokens)
+        costs = [sum(len(prompts[i]) for i in g) * PREFILL_MS + STEP_MS * max_new_tokens * len(g) / (len(g) + GEN_SPREAD)
+                 for g in groups]
+        pending = []  # (group, async results) in submission order
+        for r, mine in enumerate(balance(groups, costs, self.replicas)):
+            for gi in mine:
+                group = groups[gi]
 
-            shared = shared_prefix([prompts[i] for i in group])
-            results = self.generator.generate_batch(
-                [self._tokens(prompts[i][shared:]) for i in group], max_length=max_new_tokens,
-                static_prompt=self._tokens(prompts[group[0]][:shared]) if shared else None,
-                cache_static_prompt=False, include_prompt_in_result=False, end_token=self.end_ids,
-                sampling_topk=1 if greedy else 0, sampling_topp=1.0 if greedy else top_p,
-                sampling_temperature=1.0 if greedy else temperature, callback=on_token)
-            for i, r in zip(group, results):
-                ids = r.sequences_ids[0]
+                def on_token(step, group=group) -> bool:
+                    i = group[step.batch_id]
+                    produced[i] += 1
+                    now = time.time()
+                    if now - last[0] > 0.5:
+                        last[0] = now
+                        bar.set_postfix(tok_s=f"{sum(produced) / max(now - t0, 1e-6):.1f}", refresh=False)
+                    if not stop or step.is_last or step.token_id in self.end_ids:
+                        return False
+                    seen[i].append(step.token_id)
+                    text = self.tok.decode(seen[i][-tail:], skip_special_tokens=True)
+                    return any(s in text for s in stop)  # True stops this row now
+
+                shared = shared_prefix([prompts[i] for i in group])
+                # asynchronous: each replica runs its queue in order while the others run theirs
+                pending.append((group, self.generators[r].generate_batch(
+                    [self._tokens(prompts[i][shared:]) for i in group], max_length=max_new_tokens,
+                    static_prompt=self._tokens(prompts[group[0]][:shared]) if shared else None,
+                    cache_static_prompt=False, include_prompt_in_result=False, end_token=self.end_ids,
+                    sampling_topk=1 if greedy else 0, sampling_topp=1.0 if greedy else top_p,
+                    sampling_temperature=1.0 if greedy else temperature, callback=on_token,
+                    asynchronous=True)))
+        for group, results in pending:
+            for i, res in zip(group, results):
+                ids = res.result().sequences_ids[0]
                 text = self.tok.decode(ids, skip_special_tokens=True)
                 cut = min((text.find(s) for s in stop if s in text), default=len(text))
                 texts[i] = text[:cut]
@@ -335,9 +386,9 @@ class Engine:
         return result
 
     def close(self) -> None:
-        if getattr(self, "generator", None) is not None:
-            self.generator.unload_model()
-        self.generator = None
+        for g in getattr(self, "generators", []):
+            g.unload_model()
+        self.generators = []
 
 
 _OPEN: "weakref.WeakSet[Engine]" = weakref.WeakSet()

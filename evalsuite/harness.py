@@ -45,6 +45,7 @@ class EvalConfig:
     device: Literal["cpu", "cuda"] = "cpu"
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
     quantization: Literal["int8", "int8_float32", "int16", "float32"] = "int8"  # ct2 backend: CTranslate2 weights
+    replicas: int = 0              # ct2 backend: engines decoding side by side (0 = one single-threaded per core)
     # what confines model-written code (code tasks): auto = bwrap, else unshare, else refuse;
     # unsafe-host = run it unconfined on the host (warned, recorded in results.json)
     sandbox: Literal["auto", "bwrap", "unshare", "unsafe-host"] = "auto"
@@ -231,7 +232,7 @@ def _model_args(cfg: EvalConfig, model: str, adapter: str | None) -> dict:
         return args
     if cfg.backend == "ct2":  # evalsuite.lm_ct2 merges the adapter and converts once (cached)
         return {"pretrained": model, "peft": str(adapter) if adapter else None, "quantization": cfg.quantization,
-                "seed": cfg.seed}
+                "seed": cfg.seed, "replicas": cfg.replicas}
     raise ValueError(f"EvalConfig.backend must be 'hf', 'ct2' or 'vllm', got {cfg.backend!r}")
 
 

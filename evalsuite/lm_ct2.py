@@ -35,12 +35,12 @@ NAME = "synthloop-ct2"
 class CT2LM(TemplateLM):
     def __init__(self, pretrained: str, peft: str | None = None, quantization: str = "int8",
                  batch_size: int | str = 64, device: str = "cpu", max_length: int | None = None,
-                 max_gen_toks: int = 256, threads: int = 0, seed: int = 0, **unused):
+                 max_gen_toks: int = 256, threads: int = 0, seed: int = 0, replicas: int = 0, **unused):
         super().__init__()
         if unused:
             log.info("synthloop-ct2 ignores model args %s", sorted(unused))
         self.engine = Engine(str(pretrained), adapter=str(peft) if peft else None, quantization=quantization,
-                             device=device, threads=int(threads))
+                             device=device, threads=int(threads), replicas=int(replicas))
         self.tokenizer = self.engine.tok
         self.pretrained, self.adapter, self.quantization = str(pretrained), peft, quantization
         # "auto" means nothing to the engine (it plans its own batches): take its default cap
@@ -156,6 +156,7 @@ class CT2LM(TemplateLM):
         st = self.engine.stats
         return {"backend": "ct2", "library": f"ctranslate2 {ctranslate2.__version__}",
                 "quantization": self.quantization, "model_dir": str(self.engine.path),
+                "replicas": self.engine.replicas, "threads_per_replica": self.engine.threads,
                 "adapter": str(self.adapter) if self.adapter else None,
                 "adapter_applied": "merged into the base with peft, then converted" if self.adapter else None,
                 "generate_until": "ct2 generate_batch",

@@ -70,3 +70,22 @@ def tiny_model_path(tmp_path_factory) -> str:
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(out)
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def talkative_model(tiny_model_path, tmp_path_factory):
+    """The tiny model with its weights scaled up: its greedy output depends on the prompt (the
+    random-init model answers everything with newlines, which would make any comparison vacuous)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    m = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if "norm" not in name:
+                p.normal_(0, 0.3)
+    out = tmp_path_factory.mktemp("talkative")
+    m.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_model_path).save_pretrained(out)
+    return str(out)

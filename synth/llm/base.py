@@ -42,6 +42,7 @@ class LLMConfig:
     timeout_s: float = 300.0     # openai backend: per-request timeout (retried 3x with backoff)
     gpu_memory_utilization: float = 0.85  # vllm backend
     threads: int = 0             # hf/ct2 backends: CPU threads (0 = library default); 1 is far faster on a busy CPU
+    replicas: int = 0            # ct2 backend: engines decoding side by side (0 = one single-threaded per core)
     # ct2 backend: CTranslate2 weights (int8 is the CPU default)
     quantization: Literal["int8", "int8_float32", "int16", "float32"] = "int8"
 

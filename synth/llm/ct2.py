@@ -22,7 +22,7 @@ class CT2Backend:
 
         self.cfg = cfg
         self.engine = Engine(resolve_model(cfg.model), quantization=cfg.quantization, device=cfg.device,
-                             threads=cfg.threads)
+                             threads=cfg.threads, replicas=cfg.replicas)
         self.tok = self.engine.tok
         if self.tok.chat_template is None:
             raise ValueError(f"model {cfg.model!r} has no chat template; the ct2 backend needs a chat model")

@@ -84,25 +84,6 @@ def test_shared_prefix_is_the_common_start_leaving_each_row_a_token():
     assert shared_prefix([head[:MIN_SHARED - 1] + [1], head[:MIN_SHARED - 1] + [2]]) == 0  # too short to bother
 
 
-@pytest.fixture(scope="module")
-def talkative_model(tiny_model_path, tmp_path_factory):
-    """The tiny model with its weights scaled up: its greedy output depends on the prompt (the
-    random-init model answers everything with newlines, which would make any comparison vacuous)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    torch.manual_seed(0)
-    m = AutoModelForCausalLM.from_pretrained(tiny_model_path)
-    with torch.no_grad():
-        for name, p in m.named_parameters():
-            if "norm" not in name:
-                p.normal_(0, 0.3)
-    out = tmp_path_factory.mktemp("talkative")
-    m.save_pretrained(out)
-    AutoTokenizer.from_pretrained(tiny_model_path).save_pretrained(out)
-    return str(out)
-
-
 @pytest.mark.parametrize("quantization", ["int8", "float32"])
 def test_bucketed_generation_equals_one_unbucketed_call_in_input_order(talkative_model, quantization):
     """plan_batches' length buckets + the shared prefix forwarded once (static_prompt) give, for greedy
@@ -123,4 +104,43 @@ def test_bucketed_generation_equals_one_unbucketed_call_in_input_order(talkative
     for cap in (2, 3, 64):  # several buckets, and everything in one (shared prefix only)
         assert e.generate(prompts, max_new_tokens=24, batch_size=cap) == want
     assert e.generate(prompts[::-1], max_new_tokens=24, batch_size=2) == want[::-1]
+    e.close()
+
+
+def test_balance_gives_every_group_one_replica_longest_first():
+    from evalsuite.engine import balance
+
+    got = balance([[0], [1], [2], [3]], [5.0, 1.0, 4.0, 2.0], 2)
+    assert sorted(g for r in got for g in r) == [0, 1, 2, 3]
+    assert got == [[0, 1], [2, 3]]               # 5 + 1 against 4 + 2
+    assert balance([[0], [1]], [1.0, 1.0], 3) == [[0], [1], []]
+    assert all(r == sorted(r) for r in balance([[i] for i in range(9)], [float(i % 4) for i in range(9)], 2))
+
+
+def test_replicas_side_by_side_give_one_replicas_output(talkative_model):
+    """Two single-threaded replicas decoding their own batches at once: greedy output equals one
+    replica's, in input order; seeded sampling repeats exactly (each replica's batches are fixed)."""
+    one = Engine(talkative_model, quantization="int8", threads=1, replicas=1)
+    two = Engine(talkative_model, quantization="int8", replicas=2)
+    assert (one.replicas, two.replicas, two.threads) == (1, 2, 1) and len(two.generators) == 2
+    prompts = [_ids(one, f"Question {k}: " + "why is the sky blue? " * (k % 4)) for k in range(9)]
+    want = one.generate(prompts, max_new_tokens=16)
+    assert two.generate(prompts, max_new_tokens=16, batch_size=3) == want
+    sample = dict(max_new_tokens=16, temperature=1.0, top_p=0.95, seed=7, batch_size=2)
+    first = two.generate(prompts, **sample)
+    assert two.generate(prompts, **sample) == first
+    assert two.generate(prompts, **{**sample, "seed": 8}) != first
+    one.close()
+    two.close()
+
+
+def test_auto_replicas_one_per_core_on_cpu(tiny_model_path, monkeypatch):
+    import evalsuite.engine as eng
+
+    monkeypatch.setattr(eng, "cpu_cores", lambda: 4)
+    e = Engine(tiny_model_path, quantization="int8")
+    assert (e.replicas, e.threads) == (4, 1)
+    e.close()
+    e = Engine(tiny_model_path, quantization="int8", threads=2)  # a thread count set: cores // threads
+    assert (e.replicas, e.threads) == (2, 2)
     e.close()
