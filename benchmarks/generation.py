@@ -21,7 +21,7 @@ that its peak RSS is its own; the model is SmolLM2-135M-Instruct from the embedd
 Prompts: the loop's calls, each one backend call with ``--per-call`` prompts: four teacher steps
 rendered from ``configs/prompts/*.j2`` (tag, diagnose, evolve, instruct: one template per call, as
 the stages send them) on offline-suite items, and three eval request groups of the offline suite
-(math 3-shot as chat turns, IFEval-style instructions, HumanEval); greedy, up to
+(math 3-shot as chat turns, the same first 3 shots for every item as the task does, IFEval-style instructions, HumanEval); greedy, up to
 ``--max-new-tokens`` new tokens, stopping at EOS. Tokens are counted by re-encoding each returned
 text (the same count for every engine). Per engine: tokens/s over all calls; batch-1 latency over
 4 prompts sent one at a time (128 new tokens max); peak RSS (``ru_maxrss``) of its process; load
@@ -103,13 +103,12 @@ def build_calls(per_call: int, seed: int = 0) -> dict[str, list[list[dict]]]:
             {"ability": abilities[i % 4], "error": "stopped after the first step", "tags": ["arithmetic"]},
             rng.choice(["shopping", "travel", "cooking", "sports"]))) for i in range(per_call)],
     }
-    math_prompts = []
-    for i in range(per_call):
-        turns = []
-        for s in rng.sample(shots, 3):  # lm-eval's chat few-shot: earlier user/assistant turns
-            turns += [{"role": "user", "content": s["question"] + suffix},
-                      {"role": "assistant", "content": s["solution"]}]
-        math_prompts.append(turns + [{"role": "user", "content": math[100 + i]["question"] + suffix}])
+    turns = []
+    for s in shots[:3]:  # lm-eval's chat few-shot (sampler first_n): the same earlier turns for every item
+        turns += [{"role": "user", "content": s["question"] + suffix},
+                  {"role": "assistant", "content": s["solution"]}]
+    math_prompts = [turns + [{"role": "user", "content": math[100 + i]["question"] + suffix}]
+                    for i in range(per_call)]
     calls["eval:math_offline"] = math_prompts
     calls["eval:ifeval_offline"] = [[{"role": "user", "content": ifeval[100 + i]["prompt"]}] for i in range(per_call)]
     calls["eval:humaneval_offline"] = [[{"role": "user", "content": "Complete the following Python function so "

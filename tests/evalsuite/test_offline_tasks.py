@@ -134,3 +134,9 @@ def test_math_prompt_carries_three_worked_examples_as_chat_turns():
     solutions = {d["solution"] for d in task.fewshot_docs()}
     assert all(m["content"].strip() in solutions for m in msgs[1:-1:2])
     assert msgs[-1]["content"].startswith(doc["question"])
+    # every item gets the same shots (first_n): one shared prompt prefix for the whole batch
+    other = json.loads(task.fewshot_context(task.test_docs()[7], num_fewshot=3, apply_chat_template=True,
+                                            fewshot_as_multiturn=True,
+                                            chat_template=lambda m, add_generation_prompt: json.dumps(m)))
+    assert other[:-1] == msgs[:-1] and other[-1] != msgs[-1]
+    assert [d["level"] for d in task.fewshot_docs()[:3]] == [1, 2, 3]
