@@ -139,4 +139,6 @@ def test_math_prompt_carries_three_worked_examples_as_chat_turns():
                                             fewshot_as_multiturn=True,
                                             chat_template=lambda m, add_generation_prompt: json.dumps(m)))
     assert other[:-1] == msgs[:-1] and other[-1] != msgs[-1]
-    assert [d["level"] for d in task.fewshot_docs()[:3]] == [1, 2, 3]
+    first = [task.fewshot_docs()[i] for i in range(3)]  # first_n: the split's first three, levels 1-3
+    assert [d["level"] for d in first] == [1, 2, 3]
+    assert [m["content"].strip() for m in msgs[1:-1:2]] == [d["solution"].strip() for d in first]
