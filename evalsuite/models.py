@@ -87,3 +87,39 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
         shutil.rmtree(target)
     os.replace(tmp, target)
     log.info("converted in %.1f s", time.time() - t0)
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE, read as huggingface_hub reads them."""
+    flag = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return flag.upper() in ("1", "ON", "YES", "TRUE")
+
+
+def hub_model_problem(repo_id: str, timeout_s: float = 10.0) -> str | None:
+    """Why the hub id ``repo_id`` would not load, or None: its config.json is in the local HF
+    cache (what the loaders then read), or, when the hub may be used, the hub knows the repo.
+    Offline (HF_HUB_OFFLINE=1) nothing goes over the network."""
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        cached = try_to_load_from_cache(repo_id, "config.json")
+    except HFValidationError as exc:
+        return f"{repo_id!r} is not a hub id ({' '.join(str(exc).split())[:160]})"
+    if isinstance(cached, str):
+        return None
+    if hub_offline():
+        return f"hub id {repo_id!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1"
+    from huggingface_hub import model_info
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        model_info(repo_id, timeout=timeout_s)
+    except GatedRepoError:
+        return f"hub id {repo_id!r} is gated: accept its terms on the hub and log in (hf auth login)"
+    except RepositoryNotFoundError:
+        return f"hub id {repo_id!r} does not exist on the hub (or is private)"
+    except Exception as exc:   # no network, proxy, DNS, timeout: all say the hub cannot be reached
+        return (f"hub id {repo_id!r} is not in the local Hugging Face cache and the hub cannot be reached "
+                f"({type(exc).__name__})")
+    return None

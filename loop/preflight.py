@@ -2,7 +2,9 @@
 
 The config is already typed and checked when it loads (``loop.config``); here: the run directory
 is writable, the student and teacher models resolve, the chosen backends' optional packages are
-installed, every task of the eval suite loads and has items (local data is parsed), and the pool
+installed (vllm, ray for ``executor.kind: ray``, flash_attn for ``train.attn_implementation:
+flash_attention_2``), a hub id is in the local HF cache (or, online, known to the hub), every
+task of the eval suite loads and has items (local data is parsed), and the pool
 converts (its cache is what the retrieve stage then reads). A problem is a ``PreflightError``
 whose message is one line naming the config key and the file/line at fault.
 """
@@ -28,6 +30,11 @@ def check(cfg, run_dir: Path) -> dict:
     _teacher(cfg.teacher)
     if cfg.eval.backend == "vllm":
         _package("eval.backend", "vllm", "pip install -e '.[vllm]'")
+    if cfg.executor.kind == "ray":
+        _package("executor.kind", "ray", "pip install -e '.[ray]', or executor.kind=local")
+    if cfg.train.attn_implementation == "flash_attention_2":
+        _package("train.attn_implementation", "flash_attn",
+                 "pip install flash-attn on a CUDA machine, or train.attn_implementation=packed_sdpa")
     _sandbox(cfg.eval.sandbox)
     pool_records = _pool(cfg)
     found = {"tasks": _suite(cfg.eval), "pool_records": pool_records}
@@ -59,11 +66,24 @@ def _model(key: str, spec: str) -> None:
     if path.exists() or spec.startswith((".", "/", "~")):
         if not (path / "config.json").is_file():
             raise PreflightError(f"{key}: {spec} is not a model folder (no config.json)")
-    # anything else is a hub id: resolved (and downloaded) by transformers when first loaded
+        return
+    # anything else is a hub id: transformers loads it from the local HF cache (downloading it
+    # first when online); offline or without a network it must already be there
+    from evalsuite.models import EMBEDDED, hub_model_problem
+
+    problem = hub_model_problem(spec)
+    if problem:
+        raise PreflightError(f"{key}: {problem}; valid: a local model folder (with config.json), "
+                             f"{' or '.join(PREFIX + n for n in EMBEDDED)}, or a hub id in the cache "
+                             f"(`hf download {spec}` while online)")
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
 
 
 def _package(key: str, module: str, fix: str) -> None:
-    if importlib.util.find_spec(module) is None:
+    if not _installed(module):
         raise PreflightError(f"{key}: needs the {module!r} package, which is not installed ({fix})")
 
 

@@ -9,6 +9,7 @@ ends by printing a sentinel, so a solution that exits early does not pass.
 """
 from __future__ import annotations
 
+import ast
 import re
 
 from evalsuite.metrics import code_block
@@ -81,17 +82,30 @@ def stub_passes(tests: str, name: str, timeout_s: float = 5.0, memory_mb: int = 
 def distinct_calls(asserts: list[str], name: str) -> int:
     """How many different calls of the function the asserts make (three asserts on one input
     test one input)."""
-    calls = set()
-    for a in asserts:
-        m = re.search(rf"\b{re.escape(name)}\s*\(", a)
-        if m:
-            depth, i = 0, m.end() - 1
-            for i in range(m.end() - 1, len(a)):
-                depth += {"(": 1, ")": -1}.get(a[i], 0)
-                if depth == 0:
-                    break
-            calls.add(re.sub(r"\s+", "", a[m.start():i + 1]))
-    return len(calls)
+    return len({key for a in asserts if (key := _call_key(a, name)) is not None})
+
+
+def _call_key(line: str, name: str) -> str | None:
+    """The first call of ``name`` in an assert line, canonical: its syntax tree when the line
+    parses (spacing, quotes and brackets inside string literals do not matter), else its text
+    without whitespace up to the matching parenthesis."""
+    m = re.search(rf"\b{re.escape(name)}\s*\(", line)
+    if not m:
+        return None
+    try:
+        tree = ast.parse(line.strip())
+        calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+                 and n.func.id == name]
+        if calls:
+            return ast.dump(min(calls, key=lambda n: (n.lineno, n.col_offset)))
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        pass
+    depth, i = 0, m.end() - 1
+    for i in range(m.end() - 1, len(line)):
+        depth += {"(": 1, ")": -1}.get(line[i], 0)
+        if depth == 0:
+            break
+    return re.sub(r"\s+", "", line[m.start():i + 1])
 
 
 def assert_results(prefix: str, asserts: list[str], timeout_s: float = 10.0, memory_mb: int = 512) -> list[bool]:

@@ -125,3 +125,23 @@ def test_run_eval_refuses_code_tasks_without_a_mechanism(tiny_model_path, tmp_pa
     with pytest.raises(SandboxUnavailable, match="apt-get install bubblewrap"):
         run_eval(EvalConfig(suite=str(tmp_path / "suite.yaml"), bootstrap=10), tiny_model_path, None, tmp_path / "out")
     assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_in_ci_the_hostile_catalogue_fails_loudly_without_a_mechanism(tmp_path):
+    """Where neither bwrap nor unshare exists, CI must not pass the catalogue by skipping it."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != mech.ENV_VAR}
+    env.update(CI="true", PATH=str(tmp_path), PYTHONPATH=str(repo))     # no bwrap, no unshare on PATH
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "the_box_itself_works",
+                          str(repo / "tests/evalsuite/test_sandbox_hostile.py")], cwd=repo, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1, out.stdout[-2000:]
+    assert re.search(r"2 skipped, \d+ deselected, 1 error", out.stdout), \
+        out.stdout[-2000:]          # the default box fails at set-up; only the named mechanisms skip
+    reason = [ln for ln in out.stdout.splitlines() if "CI: no kernel mechanism confines model code here" in ln]
+    assert reason and "bwrap: not installed; unshare: not installed" in reason[0], out.stdout[-2000:]

@@ -3,10 +3,11 @@ the same command is re-run after each kill, and the finished run must equal an u
 
 One run in a fresh directory (one round + final eval, tiny student, scripted teacher) is killed
 once in each of: start-up, eval, tag, diagnose, synthesize, retrieve, mix, train (during a
-checkpoint save and at a random moment of the training process) and the final eval. A kill is
+checkpoint save and at a random moment of the training process), the control arm's data, training
+process and eval, and the final eval. A kill is
 aimed by waiting for the stage to start in this launch (its ``.<stage>.tmp`` folder created, or
 the training process or a new checkpoint appearing) plus a random delay shorter than the stage.
-Seven kills hit the loop's process group (``os.killpg``), three the loop process alone, as
+Ten kills hit the loop's process group (``os.killpg``), three the loop process alone, as
 ``kill -9 <pid>`` does, so its children must die with it (PR_SET_PDEATHSIG). After every kill no
 process the loop started may still be alive. The finished run is then compared with the
 session's uninterrupted smoke run (conftest): every stage's DONE fingerprint and summary, every
@@ -168,6 +169,13 @@ TARGETS = [
            lambda ref, rng: rng.uniform(0.0, 0.02)),
     Target("train (process)", "round_000/train", lambda run_dir, fam, t0: fam.has("-m", "train"),
            lambda ref, rng: rng.uniform(0.05, 0.4) * ref["round_000/train"]),
+    # the control arm: random pool records of the targeted mix's size, trained and evaluated alike
+    Target("control_data", "round_000/control_data", _tmp("round_000", "control_data"), _pause_delay),
+    Target("control_train (process)", "round_000/control_train",
+           lambda run_dir, fam, t0: _tmp("round_000", "control_train")(run_dir, fam, t0) and fam.has("-m", "train"),
+           lambda ref, rng: rng.uniform(0.05, 0.4) * ref["round_000/control_train"]),
+    Target("control_eval", "round_000/control_eval", _tmp("round_000", "control_eval"),
+           lambda ref, rng: rng.uniform(0.05, 0.4) * ref["round_000/control_eval"]),
     Target("final eval", "final/eval", _tmp("final", "eval"),
            lambda ref, rng: rng.uniform(0.05, 0.4) * ref["round_001/eval"]),
 ]
@@ -277,7 +285,8 @@ def _tail(log: Path, n: int = 40) -> str:
 def test_random_kills_in_every_stage_resume_to_the_uninterrupted_result(smoke_run, loop_overrides, tmp_path):
     ref_run, _ = smoke_run
     ref_wall = {w: json.loads((ref_run / w / "DONE").read_text())["wall_s"]
-                for w in ("round_000/eval", "round_000/retrieve", "round_000/train", "round_001/eval")}
+                for w in ("round_000/eval", "round_000/retrieve", "round_000/train", "round_000/control_train",
+                          "round_000/control_eval", "round_001/eval")}
     rng = random.Random(SEED)
     # three kills hit the loop process alone, as `kill -9 <pid>` does (its children must die with it,
     # PR_SET_PDEATHSIG): two where it has a child process (eval, training), one elsewhere

@@ -10,13 +10,14 @@ A failing example found by the fuzzer stays here as an explicit ``@example``.
 from __future__ import annotations
 
 import json
+import keyword
 import time
 
 import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from synth import parse, verify, verify_code, verify_math
+from synth import judge, parse, verify, verify_code, verify_math
 from synth.diagnose import _error_of, parse_diagnosis
 from synth.evolve import eliminate, parse_evolved, parse_verdict
 from synth.propose import parse_instruction
@@ -309,3 +310,76 @@ def test_huge_degenerate_inputs_parse_in_linear_time():
 @given(st.lists(line(), min_size=50, max_size=200).map("\n".join))
 def test_long_structured_answers(text):
     _all_parsers(text)
+
+
+# ------------------------------------------------------------------ synth/judge.py, synth/verify_code.py
+score_words = st.sampled_from(["Score", "score", "SCORE", "**Score**", "Score:", "Rating", "score=", "Score :"])
+score_answer = st.one_of(teacher_text, st.tuples(st.sampled_from(["", " ", "**", "Final ", "The "]), score_words,
+                                                  st.sampled_from(["", ":", " ", "=", ": **", "**:"]),
+                                                  st.sampled_from(["0", "1", "3", "5", "6", "10", "4.5", "-2", "５", ""]),
+                                                  teacher_text).map("".join))
+
+
+@FUZZ
+@given(score_answer)
+def test_judge_parse_score(answer):
+    score = judge.parse_score(answer)
+    event(f"parsed: {score is not None}")
+    assert score is None or (type(score) is int and 1 <= score <= 5)
+
+
+@FUZZ
+@given(st.text(st.characters(codec=None, categories=None, exclude_categories=["Nd"]), max_size=60)
+       .filter(lambda t: "score" not in t.lower()), st.integers(1, 5), st.sampled_from(["", "\n", " out of 5", ".", "/5"]))
+def test_judge_parse_score_reads_the_score_line(prefix, k, suffix):
+    """Whatever comes before it, ``Score: k`` is the score."""
+    assert judge.parse_score(f"{prefix}\nScore: {k}{suffix}") == k
+
+
+identifier = st.from_regex(r"\A[A-Za-z_][A-Za-z0-9_]{0,12}\Z").filter(lambda n: not keyword.iskeyword(n))
+test_lines = st.lists(st.one_of(line(), st.tuples(st.sampled_from(["assert ", "  assert ", "def ", "", "print("]),
+                                                   st.sampled_from(["{n}(", "{n} (", "x{n}(", "{n}_2(", "{n}"]),
+                                                   value_text, st.sampled_from([")", ") == 1", ") != [", ")) in x", ""]))
+                                .map("".join)), max_size=10)
+# strings made of what the call-text scan looks at: spaces, brackets, quotes
+tricky = st.text(st.sampled_from(" ()[]'\"x,\\\n\t"), max_size=6)
+arg = st.one_of(st.integers(), st.text(any_char, max_size=12), tricky, tricky, st.booleans(), st.none(),
+                st.lists(st.integers(-9, 9), max_size=3), st.tuples(st.text(max_size=3), st.integers()))
+
+
+@FUZZ
+@given(test_lines, identifier, st.integers(0, 5))
+def test_verify_code_why_invalid(lines, name, min_asserts):
+    tests = "\n".join(ln.replace("{n}", name) for ln in lines)
+    why = verify_code.why_invalid(tests, name, min_asserts)
+    event(f"why: {why}")
+    assert why in (None, "tests_define_function", "tests_never_call_function", "too_few_asserts")
+
+
+@FUZZ
+@given(st.lists(arg, min_size=1, max_size=6, unique_by=repr), identifier, st.integers(0, 6))
+def test_verify_code_why_invalid_accepts_enough_comparisons(values, name, min_asserts):
+    tests = "\n".join(f"assert {name}({v!r}) == {i}" for i, v in enumerate(values))
+    assert verify_code.why_invalid(tests, name, min_asserts) == (None if min_asserts <= len(values) else "too_few_asserts")
+    assert verify_code.why_invalid(f"def {name}(x):\n    return x\n{tests}", name, 0) == "tests_define_function"
+
+
+@FUZZ
+@given(st.lists(st.one_of(teacher_text, test_lines.map("\n".join)), max_size=8), identifier)
+def test_verify_code_distinct_calls_shape(asserts, name):
+    asserts = [a.replace("{n}", name) for a in asserts]
+    n = verify_code.distinct_calls(asserts, name)
+    assert type(n) is int and 0 <= n <= len(asserts)
+
+
+@FUZZ
+@given(st.lists(arg, min_size=1, max_size=6, unique_by=repr), identifier,
+       st.lists(st.sampled_from(["", " ", "  "]), min_size=6, max_size=6))
+@example(["("], "A", [""] * 6)        # a bracket inside a literal ended the text scan: one input counted twice
+@example(["a b", "ab"], "f", [""] * 6)   # spaces inside literals were dropped: two inputs counted once
+def test_verify_code_distinct_calls_counts_inputs(values, name, gaps):
+    """Different inputs are different calls, however they are spaced; the same input twice is one."""
+    spaced = [f"assert {name}({gap}{v!r}) == {i}" for i, (v, gap) in enumerate(zip(values, gaps))]
+    assert verify_code.distinct_calls(spaced, name) == len(values)
+    again = [f"assert {name}( {v!r} ) != None" for v in values]
+    assert verify_code.distinct_calls(spaced + again, name) == len(values)

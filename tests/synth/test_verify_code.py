@@ -67,4 +67,10 @@ def test_asserts_on_one_input_count_once():
     same = "assert add_two(1) == 3\nassert add_two( 1 ) == 3.0\nassert add_two(1) != 4\nassert add_two(0) == 2"
     assert distinct_calls(same.splitlines(), "add_two") == 2
     assert distinct_calls(["assert add_two(max(1, 2)) == 4", "assert add_two(max(1, 3)) == 5"], "add_two") == 2
+    # string literals are inputs as written: a bracket inside one does not end the call (the
+    # fuzzer's find: "f('(')" was read to the end of the line), nor do its spaces vanish
+    assert distinct_calls(["assert f('(') == 0", "assert f( '(' ) != None"], "f") == 1
+    assert distinct_calls(["assert f('a b') == 1", "assert f('ab') == 1", "assert f(')x') == 1",
+                           "assert f(')y') == 1"], "f") == 4
+    assert distinct_calls(["assert f(1) == f(2)", "assert f(1)==0"], "f") == 1   # the first call on the line
     assert verify([GOOD], [same], "add_two", timeout_s=20)[1].reason == "no_valid_tests"
