@@ -157,7 +157,8 @@ def test_stages_rerun_from_their_input_files_alone(smoke_run, tmp_path):
     cfg = load_config(run_dir / "config.yaml")
     r0 = run_dir / "round_000"
     synthesize_stage(cfg, tmp_path / "sy", r0 / "diagnose" / "deficiencies.json",
-                     r0 / "eval" / "decontam_texts.jsonl", round_idx=0)
+                     r0 / "eval" / "decontam_texts.jsonl", round_idx=0, samples=r0 / "eval" / "samples.jsonl",
+                     tags=r0 / "tag")
     assert read_records(tmp_path / "sy" / "records.jsonl") == read_records(r0 / "synthesize" / "records.jsonl")
     mix_stage(cfg, r0 / "synthesize" / "records.jsonl", r0 / "retrieve" / "records.jsonl",
               r0 / "eval" / "decontam_texts.jsonl", tmp_path / "mx")
