@@ -112,7 +112,12 @@ def test_synthesized_records_are_verified_only_by_a_named_check(smoke_run):
             checks = [v] + v.get("turns", [])
             assert m["verified"] == all(c["passed"] and c["method"] in VERIFYING for c in checks), rec["id"]
             assert m["deficiency"]["id"] == m["deficiency_id"] and m["kind"] in ("instruction", "code", "math", "other")
-            assert m["provenance"][0]["step"] == "instruct" and all(p["prompt"] for p in m["provenance"])
+            steps = [p["step"] for p in m["provenance"]]
+            # a teacher proposal, or a pool seed (no teacher step: its record id) evolved and checked
+            assert steps[0] == "instruct" or steps[:3] == ["pool_seed", "evolve", "evolve_check"], steps
+            assert all(p["prompt"] for p in m["provenance"] if p["step"] != "pool_seed")
+            if steps[0] == "pool_seed":
+                assert m["pool_seed"] == m["provenance"][0]["record_id"] and m["evolved"]
         summary = json.loads((run_dir / r / "synthesize" / "DONE").read_text())["summary"]
         assert summary["records"] == len(recs) and summary["verified_records"] == sum(x["meta"]["verified"] for x in recs)
         assert summary["steps"]["answer"]["calls"] >= 1 and "accept" in summary["filters"]
