@@ -17,7 +17,9 @@ kind's check) runs on items in no eval split:
   solution passes the hidden tests.
 
 Printed per kind: items, verified, yield, precision (verified and correct / verified, Wilson 95%
-CI) and, for comparison, the accuracy of the first sample taken without verification.
+CI) and, for comparison, the accuracy of the first sample taken without verification, and the
+verdict against the issue's target precision of 0.9: PASS, FAIL, or n.a. when nothing of that kind
+was verified (a yield of 0 measures no precision). The exit status is 1 when a kind FAILs.
 ``key=value`` overrides ``SynthConfig`` fields (``samples_per_instruction=8``, ``math_rule=majority``).
 ``--compare`` also prints every math and code rule on the same samples (the checks are
 deterministic given the teacher's outputs, so the rules differ only in what they accept).
@@ -45,6 +47,15 @@ from synth import gate, verify_code, verify_if, verify_math  # noqa: E402
 from synth.generate import SynthConfig  # noqa: E402
 from synth.ledger import Ledger  # noqa: E402
 from synth.llm import LLMConfig, load_llm  # noqa: E402
+
+TARGET_PRECISION = 0.9   # what a verified record must be right with (issue 11)
+
+
+def verdict(row: dict, target: float = TARGET_PRECISION) -> str:
+    """PASS / FAIL against ``target`` for a kind with verified records; n.a. without any."""
+    if not row.get("verified") or row.get("precision") is None:
+        return "n.a."
+    return "PASS" if row["precision"] >= target else "FAIL"
 
 # (task, hidden tests): simple functions a small teacher might get right; never shown to it
 CODE_TASKS = [
@@ -189,12 +200,13 @@ def main(argv: list[str] | None = None) -> int:
           f"{'/' + args.quantization if args.backend == 'ct2' else ''} k={cfg.samples_per_instruction} math_rule={cfg.math_rule} "
           f"pot_programs={cfg.pot_programs} code_test_sets={cfg.code_test_sets} seed={args.seed}; "
           f"{wall:.0f} s ({t_answer:.0f} s answering), {ledger.total_tokens()} est. teacher tokens")
-    print(f"{'kind':<12} {'items':>5} {'verified':>8} {'yield':>6} {'precision':>9} {'95% CI':>14} {'first-sample acc':>16}")
+    print(f"{'kind':<12} {'items':>5} {'verified':>8} {'yield':>6} {'precision':>9} {'95% CI':>14} {'first-sample acc':>16}"
+          f" {'target ' + str(TARGET_PRECISION):>11}")
     for kind, r in rows.items():
         ci = f"[{r['precision_ci95'][0]:.2f}, {r['precision_ci95'][1]:.2f}]" if r["verified"] else "-"
         prec = f"{r['precision']:.3f}" if r["verified"] else "-"
         print(f"{kind:<12} {r['items']:>5} {r['verified']:>8} {r['yield']:>6.3f} {prec:>9} {ci:>14} "
-              f"{r['first_sample_accuracy']:>16.3f}")
+              f"{r['first_sample_accuracy']:>16.3f} {verdict(r):>11}")
     for kind, r in rows.items():
         extra = {k: v for k, v in r.items() if k in ("reasons", "repaired", "verified_by_level")}
         print(f"  {kind}: {json.dumps(extra)}")
@@ -224,8 +236,12 @@ def main(argv: list[str] | None = None) -> int:
                 row["correct"] = correct(it, it["response"], if_utils)
                 f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "wall_s": round(wall, 1), "argv": sys.argv[1:]}, indent=1))
-    return 0
+        Path(args.json).write_text(json.dumps({"rows": rows, "wall_s": round(wall, 1), "argv": sys.argv[1:],
+                                               "verdicts": {k: verdict(r) for k, r in rows.items()}}, indent=1))
+    failed = [k for k, r in rows.items() if verdict(r) == "FAIL"]
+    if failed:
+        print(f"verify_precision: precision below {TARGET_PRECISION} for {', '.join(failed)}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

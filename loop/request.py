@@ -93,7 +93,8 @@ def request(cfg: Config, task: str, n: int, out: Path, *, from_run: Path | None 
         deficiencies = dg.dir / "deficiencies.json"
         sy = stage("synthesize", [cfg.synthesize, cfg.teacher, cfg.seed, dg.fingerprint, bm.fingerprint,
                                   *ext["synthesize"]],
-                   lambda o: teacher.run(synthesize_stage, o, deficiencies=deficiencies, avoid=items, round_idx=0))
+                   lambda o: teacher.run(synthesize_stage, o, deficiencies=deficiencies, avoid=items, round_idx=0,
+                                         samples=samples, tags=tg.dir))
         rt = stage("retrieve", [cfg.retrieve, dg.fingerprint, *ext["retrieve"]],
                    lambda o: retrieve_stage(cfg, cache, samples, deficiencies, o))
         mx = stage("mix", [cfg.mix, sy.fingerprint, rt.fingerprint, bm.fingerprint, *ext["mix"]],

@@ -92,7 +92,8 @@ def run(cfg: Config, run_dir: Path) -> dict:
                 sy = rd.stage(r, "synthesize", [cfg.synthesize, cfg.teacher, cfg.seed, dg.fingerprint,
                                                 *ext["synthesize"]],
                               lambda out: teacher.run(synthesize_stage, out, deficiencies=deficiencies,
-                                                      avoid=decontam, round_idx=r), on_done=done)
+                                                      avoid=decontam, round_idx=r, samples=samples, tags=tg.dir),
+                              on_done=done)
 
             # 5. RETRIEVE matched records from the pools (neighbours of failures and deficiencies); earlier
             #    rounds' verified synthesized records join them, what earlier rounds retrieved does not
@@ -165,7 +166,11 @@ def stage_inputs(cfg: Config) -> dict[str, list]:
             "tag": [VERSION, templates_hash(("tag",), cfg.tag.prompts_dir),
                     pools_fingerprint(cfg.retrieve.pool, cfg.retrieve.pools) if cfg.tag.pool_sample else None],
             "diagnose": [VERSION, templates_hash(("diagnose", "ability"), cfg.diagnose.prompts_dir)],
-            "synthesize": [VERSION, templates_hash(SYNTH_TEMPLATES, cfg.synthesize.prompts_dir)],
+            # pool seeds (synthesize.pool_seed_share): the pool, its conversion filters and the embedder
+            "synthesize": [VERSION, templates_hash(SYNTH_TEMPLATES, cfg.synthesize.prompts_dir),
+                           [cfg.retrieve.pool, cfg.retrieve.pools, cfg.retrieve.embedder,
+                            pools_fingerprint(cfg.retrieve.pool, cfg.retrieve.pools)]
+                           if cfg.synthesize.pool_seed_share > 0 else None],
             "retrieve": [VERSION, pools_fingerprint(cfg.retrieve.pool, cfg.retrieve.pools)],
             "mix": [VERSION], "train": [VERSION]}
 
@@ -227,7 +232,10 @@ def diagnose_stage(cfg: Config, out: Path, samples: Path, tags: Path) -> dict:
     return {**stats, "teacher": cost}
 
 
-def synthesize_stage(cfg: Config, out: Path, deficiencies: Path, avoid: Path, round_idx: int) -> dict:
+def synthesize_stage(cfg: Config, out: Path, deficiencies: Path, avoid: Path, round_idx: int,
+                     samples: Path | None = None, tags: Path | None = None) -> dict:
+    """``samples``: the round's eval rows (the failed dev items pool seeds are matched to);
+    ``tags``: the tag stage's folder (the pool sample's tags and the vocabulary, for tag matching)."""
     from synth.generate import synthesize
 
     defs = read_json(deficiencies)["deficiencies"]
@@ -239,10 +247,45 @@ def synthesize_stage(cfg: Config, out: Path, deficiencies: Path, avoid: Path, ro
     avoid_texts = [row["text"] for row in rows]
     targets = {row["key"]: row["text"] for row in rows if row.get("field") == "target"}  # IFEval: the checkers
     scorers = {t.name: t.metric or t.scoring_from or t.task or t.name for t in load_suite(cfg.eval.suite).tasks}
+    seeds = _pool_seeds(cfg, defs[: cfg.synthesize.top_k], samples, tags)
     stats, cost = _with_teacher(cfg, lambda llm: synthesize(llm, defs, cfg.synthesize, round_idx, path,
                                                             seed=cfg.seed + round_idx, avoid_texts=avoid_texts,
-                                                            task_scorers=scorers, eval_targets=targets))
+                                                            task_scorers=scorers, eval_targets=targets,
+                                                            pool_seeds=seeds))
     return {**stats, "teacher": cost}
+
+
+def _pool_seeds(cfg: Config, defs: list[dict], samples: Path | None, tags: Path | None) -> dict | None:
+    """Evol-Instruct seeds per deficiency from the retrieval pool (``synth.seeds``): by fine tags
+    (records' own, or the tag stage's pool sample, through its vocabulary), else by embedding
+    similarity to the deficiency's failed dev items, in the pool index the retrieve stage reuses."""
+    s = cfg.synthesize
+    if s.pool_seed_share <= 0 or s.pool_seeds_per_deficiency <= 0 or not defs:
+        return None
+    from synth.embed import MAX_CHARS, embed_texts
+    from synth.pools import load_union
+    from synth.retrieve import pool_index
+    from synth.seeds import index_similar, select_seeds
+    from synth.tagging import canonical_tags
+
+    cache = Path(cfg.cache_dir)
+    records = load_union(cfg.retrieve.pool, cfg.retrieve.pools, cache, executor=cfg.executor).records
+    has = tags is not None
+    vocab = read_json(tags / "vocab.json")["vocab"] if has and (tags / "vocab.json").exists() else {}
+    sampled = {row["id"]: row for row in read_jsonl(tags / "pool_tags.jsonl")} \
+        if has and (tags / "pool_tags.jsonl").exists() else {}
+    feats = [canonical_tags({"fine": ((rec.get("tags") or {}).get("fine") or sampled.get(rec["id"], {}).get("fine", []))},
+                            vocab) for rec in records]
+    def_feats = [canonical_tags({"fine": d.get("tags", [])}, vocab) for d in defs]
+    prompts = {sample_key(row): str(row["prompt"])[-MAX_CHARS:] for row in split_rows(read_jsonl(samples))[1]} \
+        if samples is not None else {}
+    queries = [[prompts[k] for k in d.get("examples", []) if k in prompts] for d in defs]
+    similar = None
+    if records and any(queries):
+        index, _ = pool_index(records, cfg.retrieve, cache, cfg.executor)
+        similar = index_similar(index, lambda texts: embed_texts(texts, cfg.retrieve.embedder))
+    return select_seeds(defs, records, feats, def_feats, queries, similar, s.pool_seeds_per_deficiency,
+                        s.min_instruction_chars, s.pool_seed_max_chars)
 
 
 def retrieve_stage(cfg: Config, cache: Path, samples: Path, deficiencies: Path, out: Path,

@@ -2,8 +2,9 @@
 
 For every failure the teacher sees the question, ground truth, the student's output and the
 scorer's evidence (``evalsuite.evidence``: the failed checker ids, the failing assert, expected
-vs given number and the last operation; ``diagnose.j2``) and writes ``Ability:`` (what is
-missing) and ``Error:`` (the shortcut or mistake). Grouping goes on the evidence first: items
+vs given number and the last operation; ``diagnose.j2``) and writes, in one call, ``Error:`` (the
+mistake), ``Shortcut:`` (what the student did instead of the work the question needed — the
+shortcut that induced the error) and ``Ability:`` (what is missing). Grouping goes on the evidence first: items
 whose evidence names the problem by itself (a failed checker id, a NameError, no number given)
 form one deficiency per task and key, named from the evidence, whatever the teacher said — an
 item whose answer did not parse still counts there; items with family-level evidence (an
@@ -42,7 +43,7 @@ class DiagnoseConfig:
     max_items: int = 64            # failed dev items shown to the teacher (spread over tasks)
     top_k: int = 10                # deficiencies kept in the ranked list
     max_chars: int = 700           # of question / student output shown (question keeps its tail)
-    max_new_tokens: int = 64
+    max_new_tokens: int = 96       # three short lines: error, shortcut, ability
     temperature: float = 0.0
     merge_by: Literal["embedding", "words"] = "embedding"  # how the teacher's abilities are compared
     merge_threshold: float = 0.5   # words: 0.7·Jaccard(stems) + 0.3·Jaccard(tags) at which two count as one
@@ -82,14 +83,21 @@ def format_input(failure: dict, cfg: DiagnoseConfig) -> dict:
             "evidence": scorer_evidence.describe(failure.get("evidence"))[: cfg.max_chars]}
 
 
+_SHORTCUT_KEYS = ["Shortcut", "Shortcut taken", "Shortcut used"]
+
+
 def parse_diagnosis(answer: str) -> dict | None:
-    """``{"ability", "error"}`` from ``Ability:``/``Error:`` lines or JSON; None without an ability."""
-    kv = parse.parse_key_values(answer, ["Ability", "Missing ability", "Skill", "Error", "Mistake"]) or {}
+    """``{"ability", "error", "shortcut"}`` from ``Ability:``/``Error:``/``Shortcut:`` lines or JSON;
+    None without an ability (an answer without a shortcut line keeps ``shortcut`` empty)."""
+    kv = parse.parse_key_values(answer, ["Ability", "Missing ability", "Skill", "Error", "Mistake",
+                                         *_SHORTCUT_KEYS]) or {}
     ability = kv.get("Ability") or kv.get("Missing ability") or kv.get("Skill")
     error = kv.get("Error") or kv.get("Mistake") or ""
+    shortcut = next((kv[k] for k in _SHORTCUT_KEYS if kv.get(k)), "")
     if not ability:
         js = parse.parse_json(answer, dict) or {}
         ability, error = js.get("ability") or js.get("missing_ability"), js.get("error") or error
+        shortcut = js.get("shortcut") or shortcut
     if not ability or not isinstance(ability, str):
         return None
     ability, prev = re.split(r"(?<=[a-z0-9])\.\s|\n", ability.strip())[0], None
@@ -99,15 +107,26 @@ def parse_diagnosis(answer: str) -> dict | None:
     if not ability_words(ability) or not parse.looks_like_label(ability, 12) \
             or re.search(r"[=]|\d\s*[-+*/x]\s*\d", ability):
         return None
-    return {"ability": ability, "error": str(error).strip()}
+    return {"ability": ability, "error": str(error).strip(), "shortcut": _sentence(str(shortcut))}
+
+
+def _sentence(text: str) -> str:
+    """The first sentence, its full stop kept."""
+    return re.split(r"(?<=[a-z0-9\"']\.)\s", text.strip())[0].strip()
 
 
 def _error_of(answer: str) -> str | None:
     """The mistake sentence of a first-step answer (for the 'name the skill' second step)."""
-    kv = parse.parse_key_values(answer, ["Error", "Mistake", "Correct answer", "Student answer", "Ability"]) or {}
+    kv = parse.parse_key_values(answer, ["Error", "Mistake", "Correct answer", "Student answer", "Ability",
+                                         *_SHORTCUT_KEYS]) or {}
     err = (kv.get("Error") or kv.get("Mistake") or "").strip()
     err = re.split(r"(?<=[a-z0-9\"'])\.\s", err)[0].strip()
     return err if len(err.split()) >= 3 else None
+
+
+def _shortcut_of(answer: str) -> str:
+    kv = parse.parse_key_values(answer, ["Error", "Mistake", "Ability", *_SHORTCUT_KEYS]) or {}
+    return _sentence(next((kv[k] for k in _SHORTCUT_KEYS if kv.get(k)), ""))
 
 
 # ------------------------------------------------------------------ the stage
@@ -179,12 +198,14 @@ def _deficiency(members: list[dict], task_sizes: dict[str, int], scale: dict[str
     named = [m for m in members if m.get("ability")]
     if specific:   # the evidence is the finding: it names the deficiency; the teacher's words stay beside it
         top_norm, rep = key, {"ability": scorer_evidence.humanize(key), "error": next(
-            (m["error"] for m in named if m.get("error")), "")}
+            (m["error"] for m in named if m.get("error")), ""), "shortcut": next(
+            (m["shortcut"] for m in named if m.get("shortcut")), "")}
     else:
         norm = Counter(" ".join(sorted(ability_words(m["ability"]))) for m in named)
         top_norm = norm.most_common(1)[0][0]
         rep = next(m for m in named if " ".join(sorted(ability_words(m["ability"]))) == top_norm)
     errors = [m["error"] for m in members if m.get("error")]
+    shortcuts = [m["shortcut"] for m in members if m.get("shortcut")]
     tags = Counter(t for m in members for t in m["tags"].get("fine", []))
     macro = Counter(t for m in members for t in m["tags"].get("macro", []))
     per_task = Counter(m["task"] for m in members)
@@ -194,6 +215,7 @@ def _deficiency(members: list[dict], task_sizes: dict[str, int], scale: dict[str
         "id": "def-" + content_hash(f"{members[0]['task']}/{top_norm}" if specific else top_norm, n=10),
         "ability": rep["ability"],
         "error": rep["error"] or (errors[0] if errors else ""),
+        "shortcut": rep.get("shortcut") or (shortcuts[0] if shortcuts else ""),
         "count": len(members),
         "tags": [t for t, _ in tags.most_common(5)],
         "macro": [t for t, _ in macro.most_common(2)],
@@ -202,9 +224,14 @@ def _deficiency(members: list[dict], task_sizes: dict[str, int], scale: dict[str
         "impact": round(sum(impact_by_task.values()) / max(n_tasks, 1), 6),
         "impact_by_task": {t: round(v, 6) for t, v in impact_by_task.items()},
         "errors": list(dict.fromkeys(errors))[:3],
+        "shortcuts": list(dict.fromkeys(shortcuts))[:3],
+        # the scorer's findings on its items (expected vs given number, the failing assert, the failed
+        # checkers), one line each as the teacher saw them: what synthesis aims its instructions at
         "evidence": {"key": key, "specific": specific,
                      "items": sum(1 for m in members if m.get("evidence")),
-                     "checks": _checks(members)} if key else None,
+                     "checks": _checks(members),
+                     "findings": list(dict.fromkeys(scorer_evidence.describe(m["evidence"])
+                                                    for m in members if m.get("evidence")))[:3]} if key else None,
         "teacher_abilities": list(dict.fromkeys(m["ability"] for m in named))[:3],
     }
 
@@ -262,16 +289,16 @@ def diagnose(llm: LLM, failures: list[dict], tags: dict[str, dict], cfg: Diagnos
         d, source = parse_diagnosis(ans), "teacher"
         if d is None and i in step2:
             d, source = parse_diagnosis(step2[i]), "teacher-2step"
-            if d:
-                d["error"] = err  # the step-2 answer holds only the ability
+            if d:   # the step-2 answer holds only the ability
+                d.update(error=err, shortcut=_shortcut_of(ans))
             ans = ans + "\n[step 2] " + step2[i]
         source = source if d else None
         if d is None and cfg.fallback_to_tags and item_tags.get("fine"):
-            d, source = {"ability": item_tags["fine"][0], "error": ""}, "tags"
+            d, source = {"ability": item_tags["fine"][0], "error": "", "shortcut": ""}, "tags"
             fallbacks += 1
         row = {"key": key, "task": f["task"], "doc_id": f["doc_id"], "parsed": bool(source and source != "tags"),
                "source": source, "ability": (d or {}).get("ability"), "error": (d or {}).get("error"),
-               "tags": item_tags, "evidence": f.get("evidence"), "raw": ans}
+               "shortcut": (d or {}).get("shortcut") or "", "tags": item_tags, "evidence": f.get("evidence"), "raw": ans}
         rows.append(row)
         if d or _evidence_key(row)[1]:    # a specific finding counts even when the teacher's answer did not parse
             parsed_rows.append(row)
@@ -312,10 +339,11 @@ def _report(defs: list[dict], rows: list[dict], stats: dict) -> str:
     if not defs:
         lines.append("No deficiencies (no failed dev items, or no parseable diagnosis).")
     else:
-        lines += ["| # | ability | error | count | impact | tasks | tags | examples |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["| # | ability | error | shortcut | count | impact | tasks | tags | examples |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for i, d in enumerate(defs, 1):
-            lines.append(f"| {i} | {_cell(d['ability'], 60)} | {_cell(d['error'])} | {d['count']} | "
+            lines.append(f"| {i} | {_cell(d['ability'], 60)} | {_cell(d['error'])} | {_cell(d.get('shortcut', ''))} | "
+                         f"{d['count']} | "
                          f"{d['impact']:.3f} | {', '.join(d['tasks'])} | {_cell(', '.join(d['tags']), 60)} | "
                          f"{_cell(', '.join(d['examples']), 60)} |")
     bad = [r for r in rows if not r["parsed"]][:5]

@@ -6,9 +6,17 @@ non-vacuous tests for code, an executed program agreeing with a worked answer fo
 judge score (never "verified") for anything else. Each attempt sends, for every deficiency
 still short of its quota, one batch per step: new instructions (``synth.propose``),
 Evol-Instruct for a share (``synth.evolve``, with a compliance check), k answers per
-instruction and the kind's verification (``synth.gate``). Attempts repeat until every quota
-(``per_deficiency`` kept records) is met, its teacher-token budget is spent, or
-``max_attempts``. A share of the kept records grows into 2..``max_turns``-turn dialogues with
+instruction and the kind's verification (``synth.gate``). A ``pool_seed_share`` of each
+deficiency's instructions are Evol-Instruct seeds taken from the pool (``synth.seeds``: pool
+records matching its fine tags or its failed items) instead of the teacher's proposals: each is
+evolved along one random dimension and compliance-checked (a seed whose evolution fails is
+eliminated, counted by reason), then answered and verified like a proposal.
+
+The round's budget is split by impact (``allocate``): ``per_deficiency`` × the served
+deficiencies records and as many ``teacher_tokens_per_deficiency`` tokens, each deficiency
+getting 1 record plus a share of the rest in proportion to its impact (largest remainder; equal
+shares when no impact is known), and the same share of the tokens. Attempts repeat until every
+quota is met, its teacher-token budget is spent, or ``max_attempts``. A share of the kept records grows into 2..``max_turns``-turn dialogues with
 role-play users, every turn verified (``synth.multiturn``). Every step and filter is counted
 (``synth.ledger``); every record carries its provenance: each step's raw teacher prompt and
 output, the deficiency it serves and its verification result.
@@ -32,6 +40,7 @@ from synth.kinds import DEFAULT_TASK_KINDS, VERIFIABLE, check_kinds, kind_of
 from synth.ledger import Ledger
 from synth.llm.base import LLM, Sampling
 from synth.propose import NearCopyFilter
+from synth.verify_code import function_name
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +61,9 @@ class SynthConfig:
     samples_per_instruction: int = 4  # k answers per instruction (verifiable kinds; 1 otherwise)
     evolve_share: float = 0.5      # share of instructions evolved
     evolve_check: bool = True      # compliance check of each evolution (fails are eliminated)
+    pool_seed_share: float = 0.25  # share of each deficiency's instructions seeded from matching pool records (evolved)
+    pool_seeds_per_deficiency: int = 8  # pool seed candidates selected per deficiency (used once each)
+    pool_seed_max_chars: int = 600  # a pool instruction longer than this is no seed
     multiturn_share: float = 0.25  # share of kept records grown into dialogues
     min_turns: int = 2             # user turns of a dialogue: min_turns..max_turns
     max_turns: int = 4
@@ -85,6 +97,8 @@ class SynthConfig:
 
     def __post_init__(self):
         check_kinds(self.task_kinds)
+        if not 0.0 <= self.pool_seed_share <= 1.0:
+            raise ValueError(f"pool_seed_share: need 0..1, got {self.pool_seed_share}")
         if not 1 <= self.min_turns <= self.max_turns:
             raise ValueError(f"min_turns/max_turns: need 1 <= min_turns <= max_turns, got {self.min_turns}/{self.max_turns}")
 
@@ -93,15 +107,33 @@ def _sampling(max_new: int, temperature: float, seed: int, stop=()) -> Sampling:
     return Sampling(max_new_tokens=max_new, temperature=temperature, seed=seed, stop=list(stop))
 
 
+def allocate(defs: list[dict], total: int) -> dict[str, int]:
+    """``total`` records over ``defs`` by impact: 1 each (the floor), the rest in proportion to
+    ``impact`` by largest remainder (ties to the higher-ranked); equal weights when no deficiency
+    has a positive impact. Fewer records than deficiencies still give each its 1."""
+    if not defs:
+        return {}
+    imp = [max(float(d.get("impact") or 0.0), 0.0) for d in defs]
+    if sum(imp) <= 0:
+        imp = [1.0] * len(defs)
+    rest = max(total - len(defs), 0)
+    raw = [rest * w / sum(imp) for w in imp]
+    share = [math.floor(x) for x in raw]
+    for i in sorted(range(len(defs)), key=lambda i: (-(raw[i] - share[i]), i))[: rest - sum(share)]:
+        share[i] += 1
+    return {d["id"]: 1 + k for d, k in zip(defs, share)}
+
+
 # ------------------------------------------------------------------ the stage
 def synthesize(llm: LLM, deficiencies: list[dict], cfg: SynthConfig, round_idx: int, out_path: Path,
                seed: int, avoid_texts: Sequence[str] = (), task_scorers: dict[str, str] | None = None,
-               eval_targets: dict[str, str] | None = None) -> dict:
+               eval_targets: dict[str, str] | None = None, pool_seeds: dict[str, list[dict]] | None = None) -> dict:
     """Write verified records for the top deficiencies to ``out_path``; return stats.
 
     ``avoid_texts``: eval prompts and targets no instruction may copy; ``task_scorers``: eval task
     -> its scorer (a user task's metric), for kinds; ``eval_targets``: ``task/doc_id`` -> target
-    (IFEval targets list the failed items' checkers)."""
+    (IFEval targets list the failed items' checkers); ``pool_seeds``: deficiency id -> pool seed
+    candidates, best first (``synth.seeds.select_seeds``), evolved into a ``pool_seed_share``."""
     t0 = time.time()
     rng = random.Random(f"{seed}/{round_idx}")
     for i, d in enumerate(deficiencies):
@@ -114,28 +146,41 @@ def synthesize(llm: LLM, deficiencies: list[dict], cfg: SynthConfig, round_idx: 
     contam = EvalIndex(list(avoid_texts), n=cfg.decontam_n)
     trainable = [d for d in served if kinds[d["id"]] in VERIFIABLE or cfg.train_unverified != "none"]
     kept: dict[str, list[dict]] = {d["id"]: [] for d in served}
+    # the round's records and tokens, split over the deficiencies that can use them, by impact
+    quota = allocate(trainable, cfg.per_deficiency * len(served))
+    total_tokens = cfg.teacher_tokens_per_deficiency * len(served)
+    budget = {k: math.ceil(total_tokens * q / max(sum(quota.values()), 1)) for k, q in quota.items()}
+    seeds_left = {d["id"]: list((pool_seeds or {}).get(d["id"], [])) for d in trainable}
     attempts: Counter = Counter()
     for attempt in range(cfg.max_attempts):
-        wants = [(d, kinds[d["id"]], math.ceil((cfg.per_deficiency - len(kept[d["id"]])) * cfg.oversample))
-                 for d in trainable if len(kept[d["id"]]) < cfg.per_deficiency
-                 and not (cfg.teacher_tokens_per_deficiency and ledger.tokens[d["id"]] >= cfg.teacher_tokens_per_deficiency)]
+        wants = [(d, kinds[d["id"]], math.ceil((quota[d["id"]] - len(kept[d["id"]])) * cfg.oversample))
+                 for d in trainable if len(kept[d["id"]]) < quota[d["id"]]
+                 and not (budget[d["id"]] and ledger.tokens[d["id"]] >= budget[d["id"]])]
         if not wants:
             break
         s = seed + 1000 * attempt
         attempts.update(d["id"] for d, _, _ in wants)
+        picks = []   # (deficiency, kind, pool seeds) standing in for a share of its proposals
+        for d, kind, n in wants:
+            k = min(len(seeds_left[d["id"]]), math.floor(n * cfg.pool_seed_share + 0.5))
+            picks.append((d, kind, seeds_left[d["id"]][:k]))
+            del seeds_left[d["id"]][:k]
+        wants = [(d, kind, n - len(p)) for (d, kind, n), (_, _, p) in zip(wants, picks)]
         items = propose.propose(ledger, wants, rng, _sampling(cfg.instruct_max_new_tokens, cfg.instruct_temperature, s,
                                                               ["\n\n"]), bench, seen, cfg.min_instruction_chars,
                                 cfg.prompts_dir)
-        _evolve(ledger, items, cfg, rng, s, bench)
+        _evolve(ledger, [it for it in items if rng.random() < cfg.evolve_share], cfg, rng, s, bench)
+        if any(p for _, _, p in picks):   # alternate, so the quota does not favour either source
+            items = _interleave(_pool_seed_items(ledger, picks, cfg, rng, s + 5, bench, seen), items)
         items = _finish_instructions(ledger, items, cfg, rng, bench, contam, eval_targets)
         gate.answer(ledger, items, cfg, s + 2)
         gate.verify(ledger, items, cfg, s + 3)
-        _accept(ledger, items, kept, cfg, contam)
+        _accept(ledger, items, kept, quota, cfg, contam)
 
     accepted = [it for d in served for it in kept[d["id"]]]
     grow = [it for it in accepted if rng.random() < cfg.multiturn_share]
     targets = [rng.randint(cfg.min_turns, cfg.max_turns) for _ in grow]
-    mt = multiturn.extend(ledger, grow, targets, cfg, rng, seed + 500) if grow else {"dialogues": 0}
+    mt = multiturn.extend(ledger, grow, targets, cfg, rng, seed + 500, eval_targets) if grow else {"dialogues": 0}
 
     records = [_record(it, round_idx, seed) for it in accepted]
     write_jsonl(out_path, records)
@@ -143,10 +188,18 @@ def synthesize(llm: LLM, deficiencies: list[dict], cfg: SynthConfig, round_idx: 
     total = ledger.total_tokens()
     stats = {"records": n, "verified_records": sum(r["meta"]["verified"] for r in records),
              "multi_turn_records": sum(len(r["messages"]) > 2 for r in records),
+             "from_pool_seeds": sum(bool(r["meta"]["pool_seed"]) for r in records),
+             "pool_seeds": {"candidates": sum(len(v) for v in (pool_seeds or {}).values()),
+                            "by_match": dict(Counter(sd["match"] for v in (pool_seeds or {}).values() for sd in v)),
+                            "used": sum(len((pool_seeds or {}).get(d["id"], [])) - len(seeds_left[d["id"]])
+                                        for d in trainable)},
              "deficiencies": len(served), "teacher_tokens": total,
              "tokens_per_kept_record": round(total / n, 1) if n else None,
              "kinds": {d["id"]: kinds[d["id"]] for d in served},
              "by_deficiency": {d["id"]: {"kind": kinds[d["id"]], "records": len(kept[d["id"]]),
+                                         "quota": quota.get(d["id"], 0), "token_budget": budget.get(d["id"], 0),
+                                         "impact": d.get("impact"),
+                                         "pool_seeds": len((pool_seeds or {}).get(d["id"], [])),
                                          "verified": sum(it["check"].verifies for it in kept[d["id"]]),
                                          "attempts": attempts[d["id"]], "tokens": ledger.tokens[d["id"]],
                                          "skipped": d not in trainable}
@@ -159,10 +212,10 @@ def synthesize(llm: LLM, deficiencies: list[dict], cfg: SynthConfig, round_idx: 
     return stats
 
 
-def _evolve(ledger: Ledger, items: list[dict], cfg: SynthConfig, rng: random.Random, seed: int,
-            bench: NearCopyFilter) -> None:
-    """Evolve a share in place; an eliminated evolution keeps the original instruction."""
-    chosen = [it for it in items if rng.random() < cfg.evolve_share]
+def _evolve(ledger: Ledger, chosen: list[dict], cfg: SynthConfig, rng: random.Random, seed: int,
+            bench: NearCopyFilter, name: str = "evolve") -> list[dict]:
+    """Evolve ``chosen`` in place (one random dimension each, compliance-checked); returns those
+    whose evolution survived. An eliminated evolution leaves the item's instruction as it was."""
     owners = [it["deficiency"]["id"] for it in chosen]
     results, st = evolve_mod.evolve(ledger.as_llm("evolve", owners), [it["instruction"] for it in chosen], rng,
                                     _sampling(cfg.instruct_max_new_tokens * 2, cfg.evolve_temperature, seed + 1, ["\n\n"]),
@@ -189,7 +242,45 @@ def _evolve(ledger: Ledger, items: list[dict], cfg: SynthConfig, rng: random.Ran
         survivors = [s for s, v in zip(survivors, verdicts) if v["ok"]]
     for it, evolved, dim in survivors:
         it.update(original=it["instruction"], instruction=evolved, evolved=dim)
-    ledger.filter("evolve", len(chosen), dropped)
+    ledger.filter(name, len(chosen), dropped)
+    return [it for it, _, _ in survivors]
+
+
+def _interleave(a: list, b: list) -> list:
+    out = [x for pair in zip(a, b) for x in pair]
+    return out + a[len(b):] + b[len(a):]
+
+
+def _pool_seed_items(ledger: Ledger, picks: list[tuple[dict, str, list[dict]]], cfg: SynthConfig,
+                     rng: random.Random, seed: int, bench: NearCopyFilter, seen: NearCopyFilter) -> list[dict]:
+    """Items from pool seeds: each evolved (the pool's text itself is never trained on here); a seed
+    that copies a benchmark item or an earlier instruction, whose evolution is eliminated, or (code)
+    whose evolved task names no function, is dropped — counted in ``pool_seeds``/``evolve_pool_seeds``."""
+    items, dropped, n = [], Counter(), 0
+    for d, kind, seeds in picks:
+        for sd in seeds:
+            n += 1
+            reason = propose.instruction_drop(sd["instruction"], cfg.min_instruction_chars, bench, seen)
+            if reason:
+                dropped[reason] += 1
+                continue
+            seen.add(sd["instruction"])
+            items.append({"deficiency": d, "kind": kind, "topic": None, "instruction": sd["instruction"],
+                          "original": None, "evolved": None, "function": None, "pool_seed": sd["id"],
+                          "provenance": [{"step": "pool_seed", "record_id": sd["id"], "match": sd["match"],
+                                          "score": sd["score"], "instruction": sd["instruction"]}]})
+    out = []
+    for it in _evolve(ledger, items, cfg, rng, seed, bench, name="evolve_pool_seeds"):
+        if it["kind"] == "code":
+            it["function"] = function_name(it["instruction"])
+            if not it["function"]:
+                dropped["no_function_name"] += 1
+                continue
+        seen.add(it["instruction"])
+        out.append(it)
+    dropped["evolution_eliminated"] += len(items) - len(out) - dropped["no_function_name"]
+    ledger.filter("pool_seeds", n, +dropped)
+    return out
 
 
 def _finish_instructions(ledger: Ledger, items: list[dict], cfg: SynthConfig, rng: random.Random,
@@ -216,7 +307,8 @@ def _finish_instructions(ledger: Ledger, items: list[dict], cfg: SynthConfig, rn
     return out
 
 
-def _accept(ledger: Ledger, items: list[dict], kept: dict, cfg: SynthConfig, contam: EvalIndex) -> None:
+def _accept(ledger: Ledger, items: list[dict], kept: dict, quota: dict[str, int], cfg: SynthConfig,
+            contam: EvalIndex) -> None:
     dropped = Counter()
     for it in items:
         chk = it["check"]
@@ -229,7 +321,7 @@ def _accept(ledger: Ledger, items: list[dict], kept: dict, cfg: SynthConfig, con
             dropped[chk.reason or "unverified"] += 1
         elif contam.match(it["response"]):
             dropped["contaminated"] += 1
-        elif len(kept[it["deficiency"]["id"]]) >= cfg.per_deficiency:
+        elif len(kept[it["deficiency"]["id"]]) >= quota[it["deficiency"]["id"]]:
             dropped["over_quota"] += 1
         else:
             it.update(messages=[{"role": "user", "content": it["instruction"]},
@@ -249,8 +341,9 @@ def _record(it: dict, round_idx: int, seed: int) -> dict:
     verified = chk.verifies and all(t["passed"] and t["method"] not in ("judge", "none") for t in it["turn_checks"])
     meta = {"deficiency_id": d["id"], "ability": d.get("ability", ""), "kind": it["kind"], "round": round_idx,
             "seed": seed, "topic": it["topic"], "evolved": it["evolved"], "original_instruction": it["original"],
+            "pool_seed": it.get("pool_seed"),
             "verified": verified, "verification": verification, "turns": sum(m["role"] == "user" for m in msgs),
-            "roles": it["roles"], "deficiency": {k: d[k] for k in ("id", "ability", "error", "tasks", "examples")
+            "roles": it["roles"], "deficiency": {k: d[k] for k in ("id", "ability", "error", "shortcut", "tasks", "examples")
                                                  if k in d},
             "provenance": it["provenance"]}
     return make_record(msgs, "synth", id=f"synth-r{round_idx}-{content_hash(msgs)}",

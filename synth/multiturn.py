@@ -7,7 +7,7 @@ in file order from a random start) and writes the next user message (``followup.
 instruction kind the message also carries a fresh constraint from the catalogue. The answer
 is sampled k times and goes through the same gate as a first turn (``synth.gate``: worked
 answer agreeing with a program for math, the first turn's verified tests for code, the IFEval
-checkers for constraints, a judge score for other kinds). A turn that fails ends its dialogue
+checkers for constraints (drawn from the checkers the deficiency failed), a judge score for other kinds). A turn that fails ends its dialogue
 where it is (counted by reason): a dialogue never ends on a user turn or an unverified answer.
 """
 from __future__ import annotations
@@ -58,9 +58,12 @@ def _user_turns(messages: Sequence[dict]) -> int:
     return sum(m["role"] == "user" for m in messages)
 
 
-def extend(ledger: Ledger, items: list[dict], targets: list[int], cfg, rng: random.Random, seed: int) -> dict:
+def extend(ledger: Ledger, items: list[dict], targets: list[int], cfg, rng: random.Random, seed: int,
+           eval_targets: dict[str, str] | None = None) -> dict:
     """Grow each verified item's dialogue (``it["messages"]``) to ``targets[i]`` user turns; each
-    added turn's check goes to ``it["turn_checks"]`` and its role to ``it["roles"]``."""
+    added turn's check goes to ``it["turn_checks"]`` and its role to ``it["roles"]``. An
+    instruction-following turn's constraint is drawn from the checkers the deficiency failed
+    (``verify_if.failed_ids``; ``eval_targets`` as for the first turn), like the first turn's."""
     roles = load_roles(cfg.prompts_dir)
     cat = verify_if.catalogue(cfg.prompts_dir) if any(it["kind"] == "instruction" for it in items) else None
     stats = {"dialogues": len(items), "turns_added": 0, "stopped": {}, "completed": 0, "by_role": {}}
@@ -88,8 +91,9 @@ def extend(ledger: Ledger, items: list[dict], targets: list[int], cfg, rng: rand
                     "context": list(it["messages"]), "function": it.get("function"), "tests": it.get("tests"),
                     "provenance": it["provenance"], "instruction": q}
             if it["kind"] == "instruction":
-                turn["constraints"] = verify_if.draw_constraints(it["deficiency"], rng, cat, Counter(),
-                                                                 cfg.if_max_constraints)
+                turn["constraints"] = verify_if.draw_constraints(
+                    it["deficiency"], rng, cat, verify_if.failed_ids(it["deficiency"], eval_targets),
+                    cfg.if_max_constraints)
                 turn["instruction"] = verify_if.render_instruction(q, turn["constraints"])
             turns.append(turn)
         gate.answer(ledger, turns, cfg, seed + 10 * step + 1, step="answer_turn")

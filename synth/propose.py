@@ -3,7 +3,10 @@
 The template follows the kind: ``request.j2`` (a writing request; instruction-following
 constraints are added after evolution, ``synth.verify_if``), ``instruct_code.j2`` (a Python
 task naming its function), ``instruct.j2`` (a question exercising the skill, for math and
-other kinds). One topic hint per prompt gives variety. Drops, counted by reason: parse
+other kinds). Each prompt shows what diagnosis found: the ability, the student's mistake, the
+shortcut it took and the scorer's findings (expected vs given number and last step for math, the
+failing assert for code, the failed checker ids for instruction following), so the new
+instruction is one where that shortcut fails. One topic hint per prompt gives variety. Drops, counted by reason: parse
 failures, ``too_short``, ``refusal``, ``near_benchmark`` (word-3-gram Jaccard with an eval
 item), ``duplicate``, ``no_function_name`` (code).
 """
@@ -47,9 +50,13 @@ class NearCopyFilter:
         return self.index.jaccard_match(shingles(words(text), self.n), self.threshold) is not None
 
 
-def format_input(deficiency: dict, topic: str) -> dict:
-    return {"ability": deficiency.get("ability", ""), "error": deficiency.get("error", ""),
-            "tags": list(deficiency.get("tags", []))[:3], "topic": topic}
+def format_input(deficiency: dict, topic: str, max_chars: int = 300) -> dict:
+    ev = deficiency.get("evidence") or {}
+    findings = [str(f)[:max_chars] for f in ev.get("findings") or [] if f][:2]
+    checks = list(dict.fromkeys(c["id"] for c in ev.get("checks") or [] if isinstance(c, dict) and c.get("id")))
+    return {"ability": deficiency.get("ability", ""), "error": str(deficiency.get("error") or "")[:max_chars],
+            "shortcut": str(deficiency.get("shortcut") or "")[:max_chars], "findings": findings,
+            "checks": checks[:3], "tags": list(deficiency.get("tags", []))[:3], "topic": topic}
 
 
 def parse_instruction(answer: str) -> str | None:

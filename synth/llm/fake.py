@@ -37,11 +37,16 @@ _CATEGORIES = {
     "Knowledge QA": ["world knowledge", "science fact", "history fact", "geography"],
 }
 _ABILITIES = [
-    ("multi-step arithmetic", "The student stopped after the first step of the calculation."),
-    ("following formatting constraints", "The student ignored the required output format."),
-    ("reading the question carefully", "The student answered a different question than the one asked."),
-    ("factual recall", "The student gave a plausible but wrong fact."),
-    ("writing correct python code", "The student's function returns the wrong value for edge cases."),
+    ("multi-step arithmetic", "The student stopped after the first step of the calculation.",
+     "The student reported the first intermediate result as the answer."),
+    ("following formatting constraints", "The student ignored the required output format.",
+     "The student answered in its usual style without reading the format rules."),
+    ("reading the question carefully", "The student answered a different question than the one asked.",
+     "The student matched a familiar question pattern instead of reading this one."),
+    ("factual recall", "The student gave a plausible but wrong fact.",
+     "The student guessed a related name instead of recalling the fact."),
+    ("writing correct python code", "The student's function returns the wrong value for edge cases.",
+     "The student coded only the common case and skipped empty or boundary inputs."),
 ]
 _TOPICS = ["a bakery", "a school trip", "a garden", "a bookshop", "a football team", "a train journey"]
 _FOLLOWUPS = ["Can you explain the second step in more detail?", "What would change if the numbers were doubled?",
@@ -90,8 +95,8 @@ def _builtin(prompt: Messages, occurrence: int) -> str:
         fine = [pool[h % len(pool)], pool[(h // 7 + 1) % len(pool)]]
         return f"Tags: {', '.join(dict.fromkeys(fine))}\nCategory: {cat}"
     if kind == "diagnose":
-        ability, error = _ABILITIES[_h(last) % len(_ABILITIES)]
-        return f"Ability: {ability}\nError: {error}"
+        ability, error, shortcut = _ABILITIES[_h(last) % len(_ABILITIES)]
+        return f"Ability: {ability}\nError: {error}\nShortcut: {shortcut}"
     if kind == "ability":
         return f"Ability: {_ABILITIES[_h(last) % len(_ABILITIES)][0]}"
     if kind == "instruct":

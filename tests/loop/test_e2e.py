@@ -112,7 +112,12 @@ def test_synthesized_records_are_verified_only_by_a_named_check(smoke_run):
             checks = [v] + v.get("turns", [])
             assert m["verified"] == all(c["passed"] and c["method"] in VERIFYING for c in checks), rec["id"]
             assert m["deficiency"]["id"] == m["deficiency_id"] and m["kind"] in ("instruction", "code", "math", "other")
-            assert m["provenance"][0]["step"] == "instruct" and all(p["prompt"] for p in m["provenance"])
+            steps = [p["step"] for p in m["provenance"]]
+            # a teacher proposal, or a pool seed (no teacher step: its record id) evolved and checked
+            assert steps[0] == "instruct" or steps[:3] == ["pool_seed", "evolve", "evolve_check"], steps
+            assert all(p["prompt"] for p in m["provenance"] if p["step"] != "pool_seed")
+            if steps[0] == "pool_seed":
+                assert m["pool_seed"] == m["provenance"][0]["record_id"] and m["evolved"]
         summary = json.loads((run_dir / r / "synthesize" / "DONE").read_text())["summary"]
         assert summary["records"] == len(recs) and summary["verified_records"] == sum(x["meta"]["verified"] for x in recs)
         assert summary["steps"]["answer"]["calls"] >= 1 and "accept" in summary["filters"]
@@ -157,7 +162,8 @@ def test_stages_rerun_from_their_input_files_alone(smoke_run, tmp_path):
     cfg = load_config(run_dir / "config.yaml")
     r0 = run_dir / "round_000"
     synthesize_stage(cfg, tmp_path / "sy", r0 / "diagnose" / "deficiencies.json",
-                     r0 / "eval" / "decontam_texts.jsonl", round_idx=0)
+                     r0 / "eval" / "decontam_texts.jsonl", round_idx=0, samples=r0 / "eval" / "samples.jsonl",
+                     tags=r0 / "tag")
     assert read_records(tmp_path / "sy" / "records.jsonl") == read_records(r0 / "synthesize" / "records.jsonl")
     mix_stage(cfg, r0 / "synthesize" / "records.jsonl", r0 / "retrieve" / "records.jsonl",
               r0 / "eval" / "decontam_texts.jsonl", tmp_path / "mx")

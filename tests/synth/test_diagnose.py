@@ -16,7 +16,10 @@ def _fail(task, i, q):
 
 def test_parse_diagnosis_variants():
     assert parse_diagnosis("Ability: Carrying in addition.\nError: forgot the carry") == \
-        {"ability": "Carrying in addition", "error": "forgot the carry"}
+        {"ability": "Carrying in addition", "error": "forgot the carry", "shortcut": ""}
+    assert parse_diagnosis("Error: The student added.\nShortcut: It added the two numbers it saw. Then stopped.\n"
+                           "Ability: multiplication")["shortcut"] == "It added the two numbers it saw."
+    assert parse_diagnosis('{"ability": "units", "shortcut": "kept cm"}')["shortcut"] == "kept cm"
     assert parse_diagnosis('{"ability": "unit conversion", "error": "used cm"}')["ability"] == "unit conversion"
     assert parse_diagnosis("The student is wrong.") is None
     assert parse_diagnosis("Ability: 48 + 24 = 62") is None  # an echoed calculation is not an ability
@@ -124,6 +127,33 @@ def test_evidence_groups_first_names_the_deficiency_and_reaches_the_teacher(tmp_
     assert sorted(d["ability"] for d in defs[1:]) == ["converting units of time", "multiplication in word problems"]
     assert stats["grouped_by_evidence"] == 1 and stats["with_evidence"] == 5
     assert stats["evidence_keys"] == {"checker:change_case:english_lowercase": 3, "numeric:wrong_result": 2}
+
+
+def test_one_call_gives_mistake_shortcut_and_ability_and_the_deficiency_keeps_them(tmp_path):
+    """One teacher call per item returns all three; the deficiency, its report row and the
+    evidence findings synthesis reads carry them (also when the ability came from step 2)."""
+    script = tmp_path / "s.json"
+    script.write_text(json.dumps({"rules": [
+        {"match": "Mistake: The student", "responses": ["multiplying in word problems"]},
+        {"match": "Question: m1", "responses": ["added 3 and 4.\nShortcut: It added the numbers it saw.\n"
+                                                "Ability: multiplying in word problems"]},
+        {"match": "Question: m2", "responses": ["summed the two numbers.\nShortcut: It added the numbers it saw."]}]}))
+    llm = load_llm(LLMConfig(backend="fake", model=str(script)))
+    calls = []
+    real_generate = llm.generate
+    llm.generate = lambda ps, s: calls.append(len(ps)) or real_generate(ps, s)
+    ev = {"kind": "numeric", "key": "numeric:wrong_result", "specific": False, "expected": "12", "given": "7",
+          "last_operation": "3 + 4 = 7"}
+    diagnose(llm, [{**_fail("math", 1, "m1"), "evidence": ev}, {**_fail("math", 2, "m2"), "evidence": ev}], {},
+             DiagnoseConfig(merge_by="words"), tmp_path)
+    assert calls[0] == 2     # one call per failed item returns mistake, shortcut and ability together
+    rows = read_jsonl(tmp_path / "diagnoses.jsonl")
+    assert [r["shortcut"] for r in rows] == ["It added the numbers it saw."] * 2
+    d = read_json(tmp_path / "deficiencies.json")["deficiencies"][0]
+    assert d["count"] == 2 and d["shortcut"] == "It added the numbers it saw."
+    assert d["error"].startswith("The student added 3 and 4")
+    assert d["evidence"]["findings"] == ["expected 12, the student gave 7; its last step: 3 + 4 = 7"]
+    assert "It added the numbers it saw." in (tmp_path / "report.md").read_text()
 
 
 @pytest.mark.parametrize("merge_by,groups", [("embedding", 2), ("words", 3)])

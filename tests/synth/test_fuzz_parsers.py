@@ -205,7 +205,7 @@ def test_tag_normalisation_and_category_snapping(answer):
 
 
 @FUZZ
-@given(_answers("Error: The student", ["Ability", "Error", "Skill", "Mistake", "Missing ability"]))
+@given(_answers("Error: The student", ["Ability", "Error", "Skill", "Mistake", "Missing ability", "Shortcut"]))
 @example('{"ability": "\'\\tlong division"}')  # ability kept a leading tab
 @example('Ability: ".\u3000carrying digits"')
 @example("Error: The student added instead of multiplying.\nAbility: multi-step multiplication")
@@ -213,7 +213,8 @@ def test_parse_diagnosis_and_error_of(answer):
     d = parse_diagnosis(answer)
     event(f"parsed: {d is not None}")
     if d is not None:
-        assert set(d) == {"ability", "error"}
+        assert set(d) == {"ability", "error", "shortcut"}
+        assert isinstance(d["shortcut"], str) and d["shortcut"] == d["shortcut"].strip()
         assert _stripped_str(d["ability"]) and isinstance(d["error"], str) and d["error"] == d["error"].strip()
     err = _error_of(answer)
     assert err is None or (_stripped_str(err) and len(err.split()) >= 3)

@@ -155,3 +155,118 @@ def test_train_unverified_all_keeps_failed_records_marked_unverified(tmp_path):
     (rec,) = read_records(tmp_path / "r.jsonl")
     assert rec["meta"]["verified"] is False and rec["meta"]["verification"]["reason"] == "routes_disagree"
     assert rec["messages"][1]["content"] == "4 + 5 = 9\nThe answer is 9."
+
+
+class Recording(Counting):
+    """Counting, plus every prompt; evolve-check prompts of an evolution naming ``reject`` get a no."""
+
+    def __init__(self, llm, reject=None):
+        super().__init__(llm)
+        self.prompts, self.reject = [], reject
+
+    def generate(self, prompts, sampling):
+        self.prompts.extend(prompts)
+        outs = super().generate(prompts, sampling)
+        return ["no" if self.reject and "Check a rewritten question" in p[0]["content"]
+                and self.reject in p[-2]["content"] else o for p, o in zip(prompts, outs)]
+
+
+def test_the_diagnosed_mistake_reaches_every_kinds_synthesis_prompt(tmp_path):
+    """What diagnosis found (mistake, shortcut, the scorer's finding or failed checks) is in the
+    instruction prompt of the kind: instruct (math), instruct_code (code), request (IF)."""
+    defs = [{**DEFS[0], "shortcut": "It reported the first product.",
+             "evidence": {"key": "numeric:wrong_result", "findings": ["expected 31, the student gave 36"]}},
+            {**DEFS[1], "error": "It used capitals.", "shortcut": "It ignored the case rule.",
+             "evidence": {"key": "checker:change_case:english_lowercase",
+                          "checks": [{"id": "change_case:english_lowercase", "kwargs": {}}]}},
+            {**DEFS[2], "error": "It crashed on an empty list.", "shortcut": "It coded the common case only.",
+             "evidence": {"key": "code:IndexError",
+                          "findings": ["the tests stopped with IndexError at `assert f([]) == 0`"]}}]
+    llm = Recording(load_llm(LLMConfig(backend="fake", model="builtin")))
+    synthesize(llm, defs, SynthConfig(per_deficiency=1, top_k=3, max_attempts=1, multiturn_share=0.0),
+               0, tmp_path / "r.jsonl", seed=0)
+    last = {}
+    for p in llm.prompts:
+        for marker in ("Write one new question", "Write one new Python programming task", "Write one writing request"):
+            if p[0]["content"].startswith(marker):
+                last.setdefault(marker, []).append(p[-2]["content"])
+    math_p, code_p, if_p = (last[m][0] for m in ("Write one new question", "Write one new Python programming task",
+                                                 "Write one writing request"))
+    assert "Student's mistake: stops early" in math_p and "Shortcut the student took: It reported the first product." \
+        in math_p and "Scorer's finding: expected 31, the student gave 36" in math_p
+    assert "It crashed on an empty list." in code_p and "It coded the common case only." in code_p \
+        and "assert f([]) == 0" in code_p
+    assert "Skill: following formatting constraints" in if_p and "It used capitals." in if_p \
+        and "It ignored the case rule." in if_p and "Failed checks: change_case:english_lowercase" in if_p
+
+
+def test_allocate_splits_the_round_by_impact_with_a_floor_of_one():
+    from synth.generate import allocate
+
+    defs = [{"id": "a", "impact": 0.6}, {"id": "b", "impact": 0.3}, {"id": "c", "impact": 0.0}]
+    assert allocate(defs, 12) == {"a": 7, "b": 4, "c": 1}      # 1 each + 9 split 6:3:0
+    assert sum(allocate(defs, 5).values()) == 5 and allocate(defs, 2) == {"a": 1, "b": 1, "c": 1}
+    assert allocate([{"id": "x"}, {"id": "y"}], 8) == {"x": 4, "y": 4}   # no impact known: equal
+
+
+def test_quota_and_token_budget_follow_impact_through_the_stage(tmp_path):
+    defs = [{**DEFS[0], "impact": 0.3}, {**DEFS[1], "impact": 0.1}]
+    cfg = SynthConfig(per_deficiency=3, top_k=2, multiturn_share=0.0, teacher_tokens_per_deficiency=1000,
+                      max_attempts=3)
+    stats = synthesize(load_llm(LLMConfig(backend="fake", model="builtin")), defs, cfg, 0, tmp_path / "r.jsonl", seed=0)
+    by = stats["by_deficiency"]
+    assert (by["def-m"]["quota"], by["def-i"]["quota"]) == (4, 2)             # 6 = 1 + 1 + 4 split 3:1
+    assert (by["def-m"]["token_budget"], by["def-i"]["token_budget"]) == (1334, 667)
+    assert by["def-m"]["records"] <= 4 and by["def-i"]["records"] <= 2
+
+
+def test_pool_seeds_are_evolved_checked_and_verified_inside_synthesize(tmp_path):
+    """Pool seeds stand in for a share of the proposals: each is evolved along a dimension and
+    compliance-checked inside the stage; a rejected evolution, a benchmark copy and a too-short
+    seed are eliminated with their reasons; the survivors are answered and verified."""
+    bench = "Ann has 5 boxes of 7 pens and gives away 3 pens. How many pens does she have left?"
+    seeds = {"def-m": [{"id": f"p{i}", "instruction": q, "match": "tags", "score": 0.5} for i, q in enumerate([
+        "A farmer has 12 rows of 8 apple trees. How many apple trees are there?",
+        "A ZEBRA herd of 9 families has 6 zebras each. How many zebras are in the herd?",
+        bench, "Hi there",
+        "A bus carries 4 classes of 25 pupils. How many pupils ride the bus?"])]}
+    llm = Recording(load_llm(LLMConfig(backend="fake", model="builtin")), reject="ZEBRA")
+    cfg = SynthConfig(per_deficiency=4, top_k=1, multiturn_share=0.0, evolve_share=0.0, pool_seed_share=0.5,
+                      max_attempts=3)
+    stats = synthesize(llm, DEFS, cfg, 0, tmp_path / "r.jsonl", seed=0, avoid_texts=[bench], pool_seeds=seeds)
+    recs = read_records(tmp_path / "r.jsonl")
+    from_pool = [r for r in recs if r["meta"]["pool_seed"]]
+    assert from_pool and stats["from_pool_seeds"] == len(from_pool) and stats["pool_seeds"]["used"] == 4
+    for r in from_pool:
+        steps = [p["step"] for p in r["meta"]["provenance"]]
+        assert steps[:3] == ["pool_seed", "evolve", "evolve_check"] and "instruct" not in steps
+        assert r["meta"]["evolved"] and r["meta"]["original_instruction"] != r["messages"][0]["content"]
+        assert r["meta"]["verified"] and r["meta"]["verification"]["method"] == "pot_and_majority"
+    assert {r["meta"]["pool_seed"] for r in from_pool} == {"p0"}   # 4 of 8 prompts from seeds; p4 left for later
+    f = stats["filters"]
+    assert f["pool_seeds"]["dropped"] == {"near_benchmark": 1, "too_short": 1, "evolution_eliminated": 1}
+    assert f["evolve_pool_seeds"]["dropped"] == {"check_failed": 1}
+    assert any(r["meta"]["pool_seed"] is None for r in recs)      # the rest are the teacher's proposals
+
+
+def test_select_seeds_by_tags_then_by_embedding():
+    from synth.seeds import select_seeds
+
+    def rec(i, text):
+        return {"id": f"r{i}", "messages": [{"role": "user", "content": text}, {"role": "assistant", "content": "ok"}]}
+
+    records = [rec(0, "Add the prices of three books in a shop."), rec(1, "Write a poem about rain in lowercase."),
+               rec(2, "x"), rec(3, "Compute the total cost of five pens at 2 dollars.")]
+    feats = [["fine:arithmetic"], ["fine:lowercase writing"], ["fine:arithmetic"], []]
+    defs = [{"id": "a"}, {"id": "b"}]
+    asked = []
+
+    def similar(texts, k):
+        asked.append(texts)
+        return [(2, 0.9), (3, 0.8), (0, 0.7)]
+
+    out = select_seeds(defs, records, feats, [["fine:arithmetic"], []], [["q1"], ["q2", "q3"]], similar, n=2)
+    # a: the tag match r0 (r2 is too short to seed), then the nearest by embedding not taken yet
+    assert [(s["id"], s["match"]) for s in out["a"]] == [("r0", "tags"), ("r3", "embedding")]
+    assert [(s["id"], s["match"]) for s in out["b"]] == [("r3", "embedding"), ("r0", "embedding")]
+    assert asked == [["q1"], ["q2", "q3"]]

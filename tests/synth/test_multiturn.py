@@ -63,3 +63,30 @@ def test_a_failing_turn_ends_the_dialogue(tmp_path):
     stats = extend(ledger, items, [3], cfg, random.Random(0), seed=5)
     # the follow-up's answer (13) disagrees with the program (12): the dialogue stays one verified turn
     assert len(items[0]["messages"]) == 2 and stats["stopped"] == {"routes_disagree": 1}
+
+
+def test_followup_constraints_come_from_the_failed_checkers():
+    llm = load_llm(LLMConfig(backend="fake", model="builtin"))
+    cfg = SynthConfig(samples_per_instruction=2)
+    d = {"id": "d", "ability": "following the instruction", "evidence": {
+        "checks": [{"id": "punctuation:no_comma", "kwargs": {}}]}}
+    ledger = Ledger(llm)
+    items = [{"kind": "instruction", "deficiency": d, "topic": "t", "provenance": [], "turn_checks": [], "roles": [],
+              "messages": [{"role": "user", "content": "Write a note."}, {"role": "assistant", "content": "Hi friend"}]}
+             for _ in range(3)]
+    extend(ledger, items, [2, 2, 2], cfg, random.Random(0), seed=5)
+    drawn = [c["id"] for it in items for t in it["turn_checks"] for c in t["constraints"][:1]]
+    assert drawn and set(drawn) == {"punctuation:no_comma"}
+
+
+def test_the_default_config_reaches_four_turn_dialogues_through_the_stage(tmp_path):
+    from evalsuite.records import read_records
+    from synth.generate import synthesize
+
+    defs = [{"id": f"def-{i}", "ability": "multi-step arithmetic", "error": "", "tasks": ["math_offline"],
+             "tags": [], "impact": 0.1} for i in range(5)]
+    stats = synthesize(load_llm(LLMConfig(backend="fake", model="builtin")), defs, SynthConfig(), 0,
+                       tmp_path / "r.jsonl", seed=2)
+    turns = [r["meta"]["turns"] for r in read_records(tmp_path / "r.jsonl")]
+    assert max(turns) == SynthConfig().max_turns == 4 and stats["multiturn"]["completed"] >= 1
+    assert all(t["passed"] for r in read_records(tmp_path / "r.jsonl") for t in r["meta"]["verification"].get("turns", []))

@@ -50,3 +50,17 @@ def test_code_execution_and_printed_numbers():
     assert verify.printed_number("x = 6 * 7\nprint('total', x)") == ("42", "passed")
     assert verify.printed_number("print('no number')")[0] is None
     assert verify.printed_number("raise SystemExit(3)") == (None, "failed")
+
+
+def test_verify_precision_verdicts_against_the_target():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "verify_precision.py"
+    spec = importlib.util.spec_from_file_location("verify_precision", path)
+    vp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(vp)
+    assert vp.verdict({"verified": 8, "precision": 1.0}) == "PASS"
+    assert vp.verdict({"verified": 10, "precision": 0.9}) == "PASS"
+    assert vp.verdict({"verified": 3, "precision": 0.667}) == "FAIL"
+    assert vp.verdict({"verified": 0, "precision": None}) == "n.a."
