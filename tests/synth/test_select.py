@@ -246,19 +246,54 @@ def test_tag_preference_favours_multi_ability_and_rare_tags():
 
 def test_ifd_gate_drops_answers_the_instruction_does_not_help(tmp_path, tiny_model_path):
     """Mechanics on the tiny random model (IFD is meaningless there): scores recorded, the gate
-    drops at the threshold and is counted. The real SmolLM2 gives a matched answer IFD 0.15 and an
-    unrelated one 2.3 (README_data)."""
+    drops at the threshold and is counted and listed, the scores come from the cache on a rerun.
+    The real SmolLM2 gives a matched answer IFD 0.15 and an unrelated one 2.3 (README_data)."""
     pool = [rec(f"Question {i}: how do I cook dish {i}?", f"Answer {i}: simmer it.", rid=f"pool:test:{i}") for i in range(4)]
     cfg = RetrieveConfig(k_per_query=4, min_similarity=-1, max_records=0, token_budget=0, dsir_share=0,
                          diversity_threshold=0, ifd_max=100.0)
     s = retrieve(pool, ["cook"], cfg, tmp_path / "c", tmp_path / "o.jsonl", student=tiny_model_path)
     got = read_records(tmp_path / "o.jsonl")
     assert s["selected"] == 4 and s["skipped_ifd"] == 0 and all(r["meta"]["retrieval"]["ifd"] > 0 for r in got)
-    cfg.ifd_max = min(r["meta"]["retrieval"]["ifd"] for r in got) + 1e-6
+    assert s["ifd"]["scored"] == 4 and s["ifd"]["forward_batches"] >= 1 and s["ifd"]["scorer"] == tiny_model_path
+    worst = max(got, key=lambda r: r["meta"]["retrieval"]["ifd"])
+    cfg.ifd_max = worst["meta"]["retrieval"]["ifd"] - 5e-5   # IFD >= max is dropped (meta rounds to 4 places)
     s = retrieve(pool, ["cook"], cfg, tmp_path / "c", tmp_path / "o.jsonl", student=tiny_model_path)
-    assert s["selected"] == 1 and s["skipped_ifd"] == 3
-    with pytest.raises(ValueError, match="ifd_max needs the student"):
-        retrieve(pool, ["cook"], cfg, tmp_path / "c", tmp_path / "o.jsonl")
+    assert s["selected"] == 3 and s["skipped_ifd"] == 1 and [d["id"] for d in s["ifd"]["dropped"]] == [worst["id"]]
+    assert s["ifd"]["scored"] == 0 and s["ifd"]["cached"] == 4          # a later round reuses the scores
+    assert worst["id"] not in {r["id"] for r in read_records(tmp_path / "o.jsonl")}
+    # no model to score with: the gate is off and says so
+    s = retrieve(pool, ["cook"], cfg, tmp_path / "c", tmp_path / "o.jsonl")
+    assert s["ifd"]["scorer"] is None and s["selected"] == 4
+
+
+def test_batched_ifd_matches_one_record_at_a_time(tmp_path, tiny_model_path):
+    """Padded batches (conditioned and unconditioned sequences of several records together) give
+    the scores of an unpadded, one-sequence-per-forward reference computation."""
+    import math
+
+    import torch
+
+    from synth.ifd import IFDScorer, exchange
+
+    recs = [rec(f"Question {i}: " + "tell me more " * i, "Answer: " + "words " * (3 * i + 1), rid=f"pool:test:{i}")
+            for i in range(5)] + [rec("an empty answer", "", rid="pool:test:x")]
+    scorer = IFDScorer(tiny_model_path, batch_tokens=256, cache_dir=tmp_path)
+    got = scorer.score_many(recs)
+    assert scorer.stats["forward_batches"] > 1 and math.isinf(got[-1])
+
+    def nll_alone(prefix, ans):
+        ids = torch.tensor([prefix + ans])
+        with torch.no_grad():
+            logp = torch.log_softmax(scorer.model(input_ids=ids).logits[0, :-1].float(), -1)
+        return -float(logp[torch.arange(len(prefix) - 1, len(prefix) + len(ans) - 1), ids[0, len(prefix):]].mean())
+
+    for r, g in zip(recs[:-1], got):
+        user, answer = exchange(r)
+        cond, alone = scorer._prefixes(user)
+        ans = scorer._ids(answer)
+        assert g == pytest.approx(math.exp(nll_alone(cond, ans) - nll_alone(alone, ans)), rel=1e-4)
+    again = IFDScorer(tiny_model_path, cache_dir=tmp_path)     # a new process: scores read from the cache
+    assert again.score_many(recs) == got and again.stats["scored"] == 0 and again.stats["cached"] == 6
 
 
 def test_tag_histogram_term_pulls_selection_toward_the_target_tags(tmp_path):
