@@ -297,8 +297,9 @@ def _tag_features(records: list[dict], dev: list[dict], defs: list[dict], target
 def mix_stage(cfg: Config, synthesized: Path, retrieved: Path, decontam: Path, out: Path) -> dict:
     from synth.mix import mix
 
-    return mix(read_records(synthesized), read_records(retrieved), [row["text"] for row in read_jsonl(decontam)],
-               cfg.mix, out / "train_data.jsonl")
+    rows = read_jsonl(decontam)
+    return mix(read_records(synthesized), read_records(retrieved), [row["text"] for row in rows],
+               cfg.mix, out / "train_data.jsonl", eval_rows=rows, report_path=out / "decontam_report.jsonl")
 
 
 def control_data_stage(cfg: Config, cache: Path, student: str, targeted: Path, decontam: Path, round_idx: int,
