@@ -90,8 +90,9 @@ class RetrieveConfig:
     ifd_model: str = ""               # the IFD scorer (a causal LM); "" = the student
     ifd_batch: int = 16               # records scored per batched call (the next candidates in the pass's order)
     ifd_max_tokens: int = 384         # prompt and answer tokens scored (each): bounds a CPU forward pass
-    multi_tag_weight: float = 0.5     # DSIR log-weight bonus x log(fine tags) (pool records carrying tags only)
-    long_tail_weight: float = 1.0     # DSIR log-weight bonus for rare fine tags (pool records carrying tags only)
+    multi_tag_weight: float = 0.5     # log-weight bonus x log(macro categories its fine tags span) (tagged records)
+    long_tail_weight: float = 1.0     # log-weight bonus for rare fine tags (tagged records)
+    knn_tag_weight: float = 0.1       # kNN order: cosine + this x the bonus above (0 = by cosine alone)
     tag_match_weight: float = 1.0     # DSIR log-weight x log p_target(tags)/p_pool(tags) (tagged records; 0 = off)
 
     def __post_init__(self) -> None:
@@ -380,8 +381,18 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
     sims, idxs = index.search(qvecs, cfg.k_per_query)
     stats["search_s"] = round(time.time() - t0, 4)
     w = np.asarray(weights if weights is not None else [1.0] * len(queries), dtype=np.float64)
-    lists = [[p for s, p in zip(sims[q].tolist(), idxs[q].tolist()) if p >= 0 and s >= cfg.min_similarity and keep[p]]
-             for q in range(len(queries))]
+    # informative selection: multi-ability (fine tags across macro categories) and long-tail tags,
+    # from the tag features (pool_tags) or the records' own tags; it orders kNN lists and weighs DSIR
+    if pool_tags is not None and len(pool_tags) != len(pool):
+        raise ValueError(f"retrieve: {len(pool_tags)} tag lists for {len(pool)} records")
+    bonus = select.informative_bonus(pool_tags if pool_tags is not None else select.record_tag_features(pool),
+                                     cfg.multi_tag_weight, cfg.long_tail_weight)
+    lists = []
+    for q in range(len(queries)):
+        hits = [(s + cfg.knn_tag_weight * bonus[p], p) for s, p in zip(sims[q].tolist(), idxs[q].tolist())
+                if p >= 0 and s >= cfg.min_similarity and keep[p]]
+        lists.append([p for _, p in sorted(hits, key=lambda sp: -sp[0])])   # stable: ties keep cosine order
+    stats["informative_records"] = int((bonus > 0).sum())
     stats["candidates"] = len({p for lst in lists for p in lst})
 
     ifd = None
@@ -431,10 +442,8 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
     feats = grams.matrix([record_text(r) for r in pool])
     tw = np.asarray(target_weights if target_weights is not None else [1.0] * len(target), dtype=np.float64)
     tgt = select.target_counts(grams.matrix(list(target)), tw)
-    log_w = select.log_importance(feats, tgt) + select.tag_preference(pool, cfg.multi_tag_weight, cfg.long_tail_weight)
+    log_w = select.log_importance(feats, tgt) + bonus
     if pool_tags is not None and target_tags and cfg.tag_match_weight:
-        if len(pool_tags) != len(pool):
-            raise ValueError(f"retrieve: {len(pool_tags)} tag lists for {len(pool)} records")
         log_w += cfg.tag_match_weight * select.tag_importance(pool_tags, target_tags)
     stats["features_s"] = round(time.time() - t0, 3)
     scope = np.ones(len(pool), dtype=bool)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import zlib
 
+import numpy as np
 import pytest
 
 from evalsuite.records import make_record, read_records
@@ -149,7 +150,7 @@ def test_no_record_is_longer_than_max_seq_len(tmp_path, tiny_model_path):
                 turns=["And pasta?", long_answer, "And soup?", "Simmer it too."])
     pool.append(multi)
     cfg = RetrieveConfig(k_per_query=20, min_similarity=-1, max_records=0, token_budget=0, dsir_share=0,
-                         diversity_threshold=0)
+                         diversity_threshold=0, ifd_max=0)   # the tiny model's IFD would drop at random
     s = retrieve(pool, ["how do I cook food"], cfg, tmp_path / "c", tmp_path / "o.jsonl",
                  student=tiny_model_path, max_seq_len=200)
     got = read_records(tmp_path / "o.jsonl")
@@ -233,15 +234,46 @@ def test_diversity_filter_skips_near_copies(tmp_path):
 
 
 def test_tag_preference_favours_multi_ability_and_rare_tags():
-    def tagged(*fine):
+    """Multi-ability is fine tags spanning >= 2 macro categories (each fine tag's majority macro),
+    not merely several tags; rare tags gain too; untagged records get nothing."""
+    def tagged(macro, *fine):
         r = rec("x")
-        r["tags"] = {"fine": list(fine), "macro": []}
+        r["tags"] = {"fine": list(fine), "macro": [macro]}
         return r
-    pool = [tagged("arithmetic"), tagged("arithmetic"), tagged("arithmetic"), tagged("arithmetic", "geometry"),
-            tagged("topology"), rec("untagged")]
+    pool = [tagged("Math Reasoning", "arithmetic"), tagged("Math Reasoning", "arithmetic"),
+            tagged("Math Reasoning", "arithmetic", "algebra"), tagged("Coding", "python"), tagged("Coding", "python"),
+            tagged("Math Reasoning", "arithmetic", "python"),      # math + coding: two categories
+            tagged("Math Reasoning", "algebra", "arithmetic"),     # two tags, one category
+            rec("untagged")]
+    feats = select.record_tag_features(pool)
+    assert select.fine_macros(feats) == {"fine:arithmetic": "Math Reasoning", "fine:algebra": "Math Reasoning",
+                                         "fine:python": "Coding"}
+    multi = select.tag_preference(pool, multi_weight=0.5, tail_weight=0.0)
+    assert multi[5] == pytest.approx(0.5 * np.log(2)) and multi[6] == 0 and multi[2] == 0 and multi[7] == 0
     b = select.tag_preference(pool, multi_weight=0.5, tail_weight=1.0)
-    assert b[3] > b[0] and b[4] > b[0] and b[5] == 0.0
+    assert b[5] > b[6] and b[2] > b[0] and b[7] == 0.0          # algebra is rarer than arithmetic
     assert not select.tag_preference(pool, 0.0, 0.0).any()
+
+
+def test_knn_order_prefers_informative_records_among_the_neighbours(tmp_path):
+    """The kNN lists rank by cosine + knn_tag_weight x the informative bonus: a multi-ability record
+    overtakes a slightly closer single-ability one; knn_tag_weight 0 keeps cosine order."""
+    pool = [rec("Solve the equation 4x - 7 = 9.", rid="pool:test:single"),
+            rec("Solve the equation 4x - 7 = 9 with Python code.", rid="pool:test:multi")]
+    pool[0]["tags"] = {"fine": ["equation"], "macro": ["Math Reasoning"]}
+    pool[1]["tags"] = {"fine": ["equation", "python"], "macro": ["Coding"]}
+    extra = [rec(f"Unrelated chat {i}", rid=f"pool:test:x{i}") for i in range(3)]
+    for i, r in enumerate(extra):
+        r["tags"] = {"fine": ["equation" if i < 2 else "python"], "macro": ["Math Reasoning" if i < 2 else "Coding"]}
+    cfg = RetrieveConfig(k_per_query=2, min_similarity=0.3, max_records=1, token_budget=0, dsir_share=0,
+                         diversity_threshold=0, ifd_max=0, knn_tag_weight=0.0)
+    retrieve(pool + extra, ["Solve the equation 4x - 7 = 9."], cfg, tmp_path / "c", tmp_path / "o.jsonl")
+    assert [r["id"] for r in read_records(tmp_path / "o.jsonl")] == ["pool:test:single"]
+    cfg.knn_tag_weight, cfg.multi_tag_weight, cfg.long_tail_weight = 1.0, 1.0, 0.0
+    s = retrieve(pool + extra, ["Solve the equation 4x - 7 = 9."], cfg, tmp_path / "c", tmp_path / "o.jsonl")
+    got = read_records(tmp_path / "o.jsonl")
+    assert [r["id"] for r in got] == ["pool:test:multi"] and s["informative_records"] == 1
+    assert got[0]["meta"]["retrieval"]["score"] < 1.0      # the reported score is still the cosine
 
 
 def test_ifd_gate_drops_answers_the_instruction_does_not_help(tmp_path, tiny_model_path):
