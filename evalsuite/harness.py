@@ -188,20 +188,55 @@ def _decontamination_query(task, doc) -> str:
     return str(task.doc_to_text(doc))
 
 
+SPLITS = ("test", "validation", "train", "fewshot")   # every split an lm-eval Task can define
+
+
+def _task_splits(task) -> tuple[str, list[tuple[str, Any]]]:
+    """(the scored split's name, [(split name, docs)] of every split the task defines, the scored
+    one first): its test, validation, training and few-shot docs (lm-eval's ``fewshot_docs``
+    falls back to the training or validation docs; ``decontam_rows`` does not list a doc twice)."""
+    scored = "test" if task.has_test_docs() else "validation"
+    out = []
+    for name in sorted(SPLITS, key=lambda n: n != scored):
+        attr = "training" if name == "train" else name
+        has = getattr(task, f"has_{attr}_docs", None)
+        if has is not None and not has():
+            continue
+        try:
+            docs = getattr(task, f"{attr}_docs")()
+        except (KeyError, ValueError, AttributeError):   # a declared split the data does not hold
+            continue
+        if docs is not None:
+            out.append((name, docs))
+    return scored, out
+
+
 def decontam_rows(tasks: dict[str, tuple[SuiteTask, Any]]) -> list[dict]:
-    """The texts no training record may overlap: for every item of every task (all of its scored
-    docs, not only the ``limit`` evaluated), the question as the task says to decontaminate it
-    (lm-eval's ``doc_to_decontamination_query`` where the task sets ``should_decontaminate``, else
-    its ``doc_to_text`` — the question, not the chat or few-shot template) and its target."""
+    """The texts no training record may overlap: for every item of every split of every task (the
+    scored docs, not only the ``limit`` evaluated, and the train, validation and few-shot docs the
+    task defines), the question as the task says to decontaminate it (lm-eval's
+    ``doc_to_decontamination_query`` where the task sets ``should_decontaminate``, else its
+    ``doc_to_text`` — the question, not the chat or few-shot template) and its target. Rows of the
+    scored split keep the samples' key (``task/doc_id``); another split's are ``task/split:doc_id``;
+    each row says its ``split``. A doc whose question and target another split already gave is
+    not repeated."""
     rows, prefix = [], _id_prefixes(tasks)
     for leaf, (entry, task) in tasks.items():
         choices_of = _choices_fn(task)
-        for i, doc in enumerate(task.eval_docs):
-            key = f"{entry.name}/{prefix[leaf]}{stable_doc_id(doc, i)}"
-            query = _decontamination_query(task, doc)
-            rows.append({"key": key, "field": "question", "text": str(query)})
-            rows.append({"key": key, "field": "target",
-                         "text": target_text(doc, plain(task.doc_to_target(doc)), choices_of(doc))})
+        seen: set[tuple[str, str]] = set()
+        scored_split, splits = _task_splits(task)
+        for split, docs in splits:
+            scored = split == scored_split
+            for i, doc in enumerate(docs):
+                query = str(_decontamination_query(task, doc))
+                target = target_text(doc, plain(task.doc_to_target(doc)), choices_of(doc))
+                if (query, target) in seen:
+                    continue
+                seen.add((query, target))
+                doc_id = f"{prefix[leaf]}{stable_doc_id(doc, i)}"
+                key = f"{entry.name}/{doc_id}" if scored else f"{entry.name}/{split}:{doc_id}"
+                rows.append({"key": key, "field": "question", "text": query, "split": split})
+                rows.append({"key": key, "field": "target", "text": target, "split": split})
     return rows
 
 

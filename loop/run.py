@@ -78,9 +78,13 @@ def run(cfg: Config, run_dir: Path) -> dict:
             # 2–4 share one teacher, loaded once for the round and let go before retrieval
             with TeacherHost(cfg) as teacher:
                 # 2. TAG the dev items (teacher; cached by content hash across rounds)
-                tg = rd.stage(r, "tag", [cfg.tag, cfg.teacher, ev.fingerprint, *ext["tag"]],
+                #    and of the records joining the pool: a pool sample, earlier rounds' verified synthesized ones
+                synth_in = [e.dir / "records.jsonl" for e in earlier[0::2]] if cfg.retrieve.synth_weight > 0 else []
+                tg = rd.stage(r, "tag", [cfg.tag, cfg.teacher, ev.fingerprint, [e.fingerprint for e in earlier[0::2]],
+                                         cfg.retrieve.synth_weight > 0, *ext["tag"]],
                               lambda out: teacher.run(tag_stage, out, samples=samples,
-                                                      cache_path=run_dir / "cache" / "tags.jsonl"), on_done=done)
+                                                      cache_path=run_dir / "cache" / "tags.jsonl",
+                                                      synthesized=synth_in), on_done=done)
 
                 # 3. DIAGNOSE the failed dev items into ranked deficiencies
                 dg = rd.stage(r, "diagnose", [cfg.diagnose, cfg.teacher, tg.fingerprint, *ext["diagnose"]],
@@ -181,9 +185,11 @@ def eval_stage(cfg: Config, student: str, adapter: str | None, out: Path, split:
     return {"test_mean": mean_score(res), "wall_s": res.get("wall_s")}
 
 
-def tag_stage(cfg: Config, out: Path, samples: Path, cache_path: Path) -> dict:
-    """Tags of the dev items and of ``tag.pool_sample`` pool records (one teacher load; cached by
-    content across rounds), the fine-tag vocabulary over all of them, and the figures per source."""
+def tag_stage(cfg: Config, out: Path, samples: Path, cache_path: Path, synthesized: list[Path] = ()) -> dict:
+    """Tags of the dev items, of ``tag.pool_sample`` pool records and of the verified records
+    ``synthesized`` by earlier rounds, which join the pool as ``synth`` (their own tags are the
+    deficiency's; retrieval reads these instead) — one teacher load, cached by content across
+    rounds — the fine-tag vocabulary over all of them, and the figures per source."""
     from synth.embed import cache_folder, embed_texts, record_text
     from synth.tagging import pool_sample_of, tag_stats, tag_texts, tag_vocabulary
 
@@ -195,6 +201,14 @@ def tag_stage(cfg: Config, out: Path, samples: Path, cache_path: Path) -> dict:
 
         sample = pool_sample_of(load_union(cfg.retrieve.pool, cfg.retrieve.pools, Path(cfg.cache_dir)).records,
                                 cfg.tag.pool_sample)
+    from synth.pools import SYNTH_POOL
+
+    seen = {r["id"] for r in sample}
+    for path in synthesized:    # as synth.pools.load_union takes them: verified ones only
+        for rec in read_records(path):
+            if (rec.get("meta") or {}).get("verified") is True and rec["id"] not in seen:
+                sample.append({**rec, "source": SYNTH_POOL})
+                seen.add(rec["id"])
     pool_texts = {r["id"]: record_text(r) for r in sample if r["id"] not in texts}
     (tags, stats), cost = _with_teacher(cfg, lambda llm: tag_texts(llm, {**texts, **pool_texts}, cfg.tag, cache_path),
                                         mapped=cfg.executor.kind == "ray")
@@ -214,7 +228,8 @@ def tag_stage(cfg: Config, out: Path, samples: Path, cache_path: Path) -> dict:
     for r in sample:
         if r["id"] in pool_texts:
             by_source.setdefault(r["source"], []).append(tags[r["id"]])
-    stats.update(pool_sampled=len(pool_texts), by_source=tag_stats(by_source, vocab),
+    n_synth = sum(r["source"] == SYNTH_POOL for r in sample if r["id"] in pool_texts)
+    stats.update(pool_sampled=len(pool_texts) - n_synth, synth_tagged=n_synth, by_source=tag_stats(by_source, vocab),
                  vocabulary={k: v for k, v in vstats.items() if k != "merges"})
     write_json(out / "stats.json", stats)
     return stats
@@ -329,7 +344,8 @@ def _tag_features(records: list[dict], dev: list[dict], defs: list[dict], target
     out = []
     for rec in records:
         got = sampled.get(rec["id"])
-        if got is not None and not (rec["tags"]["fine"] or rec["tags"]["macro"]):
+        # the teacher's tags fill an untagged record, and replace a synthesized record's copied ones
+        if got is not None and (got.get("source") == "synth" or not (rec["tags"]["fine"] or rec["tags"]["macro"])):
             rec = {**rec, "tags": {"fine": list(got["fine"]), "macro": list(got["macro"])}}
         out.append(rec)
     target = [canonical_tags(dev_tags.get(sample_key(s), {}), vocab) for s in dev]
@@ -340,8 +356,9 @@ def _tag_features(records: list[dict], dev: list[dict], defs: list[dict], target
 def mix_stage(cfg: Config, synthesized: Path, retrieved: Path, decontam: Path, out: Path) -> dict:
     from synth.mix import mix
 
-    return mix(read_records(synthesized), read_records(retrieved), [row["text"] for row in read_jsonl(decontam)],
-               cfg.mix, out / "train_data.jsonl")
+    rows = read_jsonl(decontam)
+    return mix(read_records(synthesized), read_records(retrieved), [row["text"] for row in rows],
+               cfg.mix, out / "train_data.jsonl", eval_rows=rows, report_path=out / "decontam_report.jsonl")
 
 
 def control_data_stage(cfg: Config, cache: Path, student: str, targeted: Path, decontam: Path, round_idx: int,

@@ -66,27 +66,65 @@ class EvalIndex:
         hit = self.index.first_hit(words(text))
         return (self.eval_idx[hit[0]], " ".join(hit[1])) if hit else None
 
+    def match_all(self, text: str) -> tuple[list[int], str] | None:
+        """(every eval index holding the first key found in ``text``, matched words), else None."""
+        hit = self.index.first_hit(words(text))
+        if not hit:
+            return None
+        return sorted({self.eval_idx[e] for e in self.index.postings[hit[1]]}), " ".join(hit[1])
+
+
+def item_of(row: dict) -> dict:
+    """(task, doc_id, split, field) of a harness decontamination row (``evalsuite.harness.decontam_rows``:
+    key ``task/doc_id`` for the scored split, ``task/split:doc_id`` for another)."""
+    task, _, doc_id = str(row.get("key", "")).partition("/")
+    split = row.get("split") or "test"
+    if doc_id.startswith(f"{split}:"):
+        doc_id = doc_id[len(split) + 1:]
+    return {"task": task, "doc_id": doc_id, "split": split, "field": row.get("field")}
+
 
 def decontaminate(records: list[dict], eval_texts: list[str], n: int = 13, min_words: int = 6,
-                  boilerplate_items: int = 3) -> tuple[list[dict], dict]:
-    """(records with no overlap with any eval text, stats). See the module doc for the rule."""
+                  boilerplate_items: int = 3, eval_rows: list[dict] | None = None,
+                  report: list[dict] | None = None) -> tuple[list[dict], dict]:
+    """(records with no overlap with any eval text, stats). See the module doc for the rule.
+    ``eval_rows``: the harness rows the texts come from (same order), naming each eval item; then
+    ``stats["by_task"]`` counts the dropped records and the items they hit per task, and
+    ``report`` (a list) gets one row per dropped record: its id and source, the message that
+    matched, the matched words and every eval item (task, doc_id, split, field) holding them."""
+    if eval_rows is not None and len(eval_rows) != len(eval_texts):
+        raise ValueError(f"decontam: {len(eval_rows)} eval rows for {len(eval_texts)} eval texts")
     index = EvalIndex(eval_texts, n=n, min_words=min_words, boilerplate_items=boilerplate_items)
     kept, examples, hit_evals = [], [], Counter()
+    by_task: dict[str, dict] = {}
     for rec in records:
-        hit = None
-        for m in rec["messages"]:
-            hit = index.match(m["content"])
+        hit, where = None, None
+        for i, m in enumerate(rec["messages"]):
+            hit = index.match_all(m["content"])
             if hit:
+                where = i
                 break
         if hit is None:
             kept.append(rec)
             continue
-        hit_evals[hit[0]] += 1
+        evals, matched = hit
+        hit_evals[evals[0]] += 1
         if len(examples) < 5:
-            examples.append({"id": rec["id"], "eval_idx": hit[0], "match": hit[1]})
+            examples.append({"id": rec["id"], "eval_idx": evals[0], "match": matched})
+        if eval_rows is not None:
+            items = [item_of(eval_rows[e]) for e in evals]
+            for task in dict.fromkeys(it["task"] for it in items):
+                t = by_task.setdefault(task, {"records": 0, "items": set()})
+                t["records"] += 1
+                t["items"].update((it["doc_id"], it["split"]) for it in items if it["task"] == task)
+            if report is not None:
+                report.append({"id": rec["id"], "source": rec.get("source"), "message": where,
+                               "role": rec["messages"][where]["role"], "match": matched, "eval": items})
     stats = {"in": len(records), "kept": len(kept), "contaminated": len(records) - len(kept),
              "eval_items_hit": len(hit_evals), "n": n, "min_words": min_words,
              **dict(index.stats), "examples": examples,
              "boilerplate_examples": index.boilerplate_examples,
              "eval_hits": sorted(hit_evals.items(), key=lambda kv: (-kv[1], kv[0]))}  # [eval index, records]
+    if eval_rows is not None:
+        stats["by_task"] = {t: {"records": v["records"], "items": len(v["items"])} for t, v in sorted(by_task.items())}
     return kept, stats

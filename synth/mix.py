@@ -32,8 +32,11 @@ class MixConfig:
 
 def mix(synth_records: list[dict], retrieved_records: list[dict], eval_texts: list[str],
         cfg: MixConfig, out_path: str | os.PathLike,
-        cache_dir: str | os.PathLike | None = None) -> dict:
-    """Write the training file to ``out_path``; return counts of every drop by reason and source."""
+        cache_dir: str | os.PathLike | None = None, eval_rows: list[dict] | None = None,
+        report_path: str | os.PathLike | None = None) -> dict:
+    """Write the training file to ``out_path``; return counts of every drop by reason and source.
+    ``eval_rows`` (the harness rows of ``eval_texts``) name the eval items; with ``report_path``
+    every record decontamination dropped is written there with the item(s) and words it matched."""
     t0 = time.time()
     union = []
     for origin, recs in (("synth", synth_records), ("retrieved", retrieved_records)):
@@ -49,8 +52,17 @@ def mix(synth_records: list[dict], retrieved_records: list[dict], eval_texts: li
         if set(clash) - same:
             raise RecordError(f"mix: record id {sorted(set(clash) - same)[0]!r} is used by different records")
 
+    report: list[dict] = []
     clean, dstats = decontaminate(union, eval_texts, n=cfg.decontam_n, min_words=cfg.decontam_min_words,
-                                  boilerplate_items=cfg.decontam_boilerplate_items)
+                                  boilerplate_items=cfg.decontam_boilerplate_items, eval_rows=eval_rows,
+                                  report=report)
+    if report_path is not None:
+        origin_by_id = {}
+        for r in union:
+            origin_by_id.setdefault(r["id"], origin_of[id(r)])
+        for row in report:
+            row["origin"] = origin_by_id[row["id"]]
+        write_jsonl(report_path, report)
     kept, ustats = dedup(clean, near_threshold=cfg.near_dup_threshold, shingle_n=cfg.shingle_n,
                          semantic_threshold=cfg.semantic_threshold, embedder=cfg.embedder,
                          cache_dir=cache_dir, exact=cfg.exact_dedup)

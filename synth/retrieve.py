@@ -22,9 +22,12 @@ Selection fills the record and token budgets in two parts:
 
 Every record taken passes the same gates: the content rules (``synth.heuristics``), one record
 per first user turn, the diversity filter, the student's ``max_seq_len`` (a multi-turn record
-may keep its longest prefix of whole exchanges that fits), the token budget and, when
-``ifd_max`` > 0, the student's IFD (``synth.ifd``). The summary
-reports KL(target || selected) next to KL(target || random subset of the same size).
+may keep its longest prefix of whole exchanges that fits), the token budget and, last, IFD
+(``synth.ifd``; by default the student scores it and a record with IFD >= ``ifd_max`` = 1 is
+dropped, as Superfiltering does): on a miss the record and the next ``ifd_batch - 1`` candidates
+of the pass are scored in one batched call, and scores are cached per scorer under the cache
+dir. The summary reports KL(target || selected) next to KL(target || random subset of the same
+size), and the IFD gate's figures (scored, cached, seconds, the records it dropped).
 """
 from __future__ import annotations
 
@@ -83,9 +86,13 @@ class RetrieveConfig:
     diversity_threshold: float = 0.9  # skip a record with cosine above this to a selected one (0 = off)
     split_long: bool = True           # over max_seq_len: keep the longest fitting prefix of whole exchanges
     drop_rules: list[DropRule] = field(default_factory=default_rules)  # named regexes keeping records out
-    ifd_max: float = 0.0              # drop records with IFD >= this (synth/ifd.py); 0 = off, Superfiltering: 1
-    multi_tag_weight: float = 0.5     # DSIR log-weight bonus x log(fine tags) (pool records carrying tags only)
-    long_tail_weight: float = 1.0     # DSIR log-weight bonus for rare fine tags (pool records carrying tags only)
+    ifd_max: float = 1.0              # drop records with IFD >= this (synth/ifd.py; Superfiltering: 1); 0 = off
+    ifd_model: str = ""               # the IFD scorer (a causal LM); "" = the student
+    ifd_batch: int = 16               # records scored per batched call (the next candidates in the pass's order)
+    ifd_max_tokens: int = 384         # prompt and answer tokens scored (each): bounds a CPU forward pass
+    multi_tag_weight: float = 0.5     # log-weight bonus x log(macro categories its fine tags span) (tagged records)
+    long_tail_weight: float = 1.0     # log-weight bonus for rare fine tags (tagged records)
+    knn_tag_weight: float = 0.1       # kNN order: cosine + this x the bonus above (0 = by cosine alone)
     tag_match_weight: float = 1.0     # DSIR log-weight x log p_target(tags)/p_pool(tags) (tagged records; 0 = off)
 
     def __post_init__(self) -> None:
@@ -98,6 +105,8 @@ class RetrieveConfig:
             raise ValueError(f"synth_weight must be >= 0 (0 = off), got {self.synth_weight}")
         if self.ifd_max < 0:
             raise ValueError(f"ifd_max must be >= 0 (0 = off), got {self.ifd_max}")
+        if self.ifd_batch < 1 or self.ifd_max_tokens < 1:
+            raise ValueError(f"ifd_batch and ifd_max_tokens must be >= 1, got {self.ifd_batch}, {self.ifd_max_tokens}")
         if self.region_k < 1:
             raise ValueError(f"region_k must be >= 1, got {self.region_k}")
         if self.diversity_threshold > 1:
@@ -252,6 +261,28 @@ class _Selection:
         self.group_tokens: Counter = Counter()
         self.prefixed = 0
         self._fit: dict[int, tuple[list[dict], int] | None] = {}
+        self.ifd_ahead: list[int] = []         # the pass's candidates in the order it will likely offer them
+        self.ifd_dropped: list[dict] = []      # records the IFD gate dropped: id, IFD
+
+    def _ifd(self, pid: int) -> float:
+        """IFD of ``pool[pid]``; on a miss, it and the next ``ifd_batch - 1`` unscored candidates of the
+        pass (``ifd_ahead``) are scored in one batched call, so the gate costs a few padded forward
+        passes per pass rather than two per record."""
+        scorer, rec = self.ifd, self.pool[pid]
+        key = scorer.key(rec)
+        if scorer.cached(key) is None:
+            batch, keys = [rec], {key}
+            for q in self.ifd_ahead:
+                if len(batch) >= self.cfg.ifd_batch:
+                    break
+                if q in self.taken or q in self.rejected or self._fitting(q) is None:
+                    continue
+                k = scorer.key(self.pool[q])
+                if k not in scorer.scores and k not in keys:
+                    batch.append(self.pool[q])
+                    keys.add(k)
+            scorer.score_many(batch)
+        return scorer.scores[key]
 
     def _fitting(self, pid: int) -> tuple[list[dict], int] | None:
         if pid not in self._fit:
@@ -287,11 +318,12 @@ class _Selection:
             if self.group_records[g] >= max_rec or self.group_tokens[g] + n_tok > max_tok:
                 self.skips["pool_share"] += 1  # its pool's share is spent (the spill pass may still take it)
                 return None
-        if self.ifd is not None:               # last: two forward passes of the student
-            ifd = self.ifd.score(rec)
+        if self.ifd is not None:               # last: forward passes of the scorer (batched, cached)
+            ifd = self._ifd(pid)
             meta = {**meta, "ifd": round(ifd, 4)}
             if ifd >= self.cfg.ifd_max:
                 self.skips["ifd"] += 1         # the instruction does not help the model produce the answer
+                self.ifd_dropped.append({"id": rec["id"], "ifd": round(ifd, 4) if ifd != float("inf") else "inf"})
                 self.rejected.add(pid)
                 return None
         self.tokens += n_tok
@@ -349,17 +381,29 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
     sims, idxs = index.search(qvecs, cfg.k_per_query)
     stats["search_s"] = round(time.time() - t0, 4)
     w = np.asarray(weights if weights is not None else [1.0] * len(queries), dtype=np.float64)
-    lists = [[p for s, p in zip(sims[q].tolist(), idxs[q].tolist()) if p >= 0 and s >= cfg.min_similarity and keep[p]]
-             for q in range(len(queries))]
+    # informative selection: multi-ability (fine tags across macro categories) and long-tail tags,
+    # from the tag features (pool_tags) or the records' own tags; it orders kNN lists and weighs DSIR
+    if pool_tags is not None and len(pool_tags) != len(pool):
+        raise ValueError(f"retrieve: {len(pool_tags)} tag lists for {len(pool)} records")
+    bonus = select.informative_bonus(pool_tags if pool_tags is not None else select.record_tag_features(pool),
+                                     cfg.multi_tag_weight, cfg.long_tail_weight)
+    lists = []
+    for q in range(len(queries)):
+        hits = [(s + cfg.knn_tag_weight * bonus[p], p) for s, p in zip(sims[q].tolist(), idxs[q].tolist())
+                if p >= 0 and s >= cfg.min_similarity and keep[p]]
+        lists.append([p for _, p in sorted(hits, key=lambda sp: -sp[0])])   # stable: ties keep cosine order
+    stats["informative_records"] = int((bonus > 0).sum())
     stats["candidates"] = len({p for lst in lists for p in lst})
 
     ifd = None
-    if cfg.ifd_max > 0:
-        if not (student or cfg.tokenizer):
-            raise ValueError("retrieve.ifd_max needs the student (or retrieve.tokenizer naming a causal LM) to score IFD")
+    scorer_model = cfg.ifd_model or student or cfg.tokenizer
+    if cfg.ifd_max > 0 and scorer_model:
         from synth.ifd import IFDScorer
 
-        ifd = IFDScorer(student or cfg.tokenizer, max_answer_tokens=max_seq_len or 512)
+        ifd = IFDScorer(scorer_model, max_prompt_tokens=cfg.ifd_max_tokens, max_answer_tokens=cfg.ifd_max_tokens,
+                        cache_dir=cache_dir)
+    elif cfg.ifd_max > 0:   # a library call with no model to score with (the loop always passes the student)
+        log.warning("retrieve: IFD gate off: no scorer (pass the student, or set retrieve.ifd_model)")
     sel = _Selection(pool, cfg, token_counter(student or cfg.tokenizer), max_seq_len, vec, ifd)
     max_rec = cfg.max_records or None
     tok_budget = float(cfg.token_budget) if cfg.token_budget else float("inf")
@@ -382,6 +426,10 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
             return None if n is None else True
         return take
 
+    # the kNN passes offer roughly the lists' first records, then their second ones, ...
+    knn_ahead = list(dict.fromkeys(p for col in range(cfg.k_per_query) for lst in lists if col < len(lst)
+                                   for p in (lst[col],)))
+    sel.ifd_ahead = knn_ahead
     # 1. kNN with per-query quotas, within (1 - dsir_share) of the budgets
     used = None
     if share > 0:
@@ -394,10 +442,8 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
     feats = grams.matrix([record_text(r) for r in pool])
     tw = np.asarray(target_weights if target_weights is not None else [1.0] * len(target), dtype=np.float64)
     tgt = select.target_counts(grams.matrix(list(target)), tw)
-    log_w = select.log_importance(feats, tgt) + select.tag_preference(pool, cfg.multi_tag_weight, cfg.long_tail_weight)
+    log_w = select.log_importance(feats, tgt) + bonus
     if pool_tags is not None and target_tags and cfg.tag_match_weight:
-        if len(pool_tags) != len(pool):
-            raise ValueError(f"retrieve: {len(pool_tags)} tag lists for {len(pool)} records")
         log_w += cfg.tag_match_weight * select.tag_importance(pool_tags, target_tags)
     stats["features_s"] = round(time.time() - t0, 3)
     scope = np.ones(len(pool), dtype=bool)
@@ -408,19 +454,20 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
     stats["dsir_scope_records"] = int(scope.sum())
     if cfg.dsir_share > 0:
         misses = 0   # consecutive records that did not fit the remaining tokens
-        for pid in select.gumbel_order(log_w, cfg.seed).tolist():
+        dsir_order = [p for p in select.gumbel_order(log_w, cfg.seed).tolist() if keep[p] and scope[p] and log_w[p] > 0]
+        sel.ifd_ahead = dsir_order
+        for pid in dsir_order:
             if (max_rec is not None and len(sel.taken) >= max_rec) or sel.tokens >= tok_budget:
                 break
             if misses >= DSIR_MAX_MISSES:
                 break  # the token budget is as full as the pool's next records allow
-            if not keep[pid] or not scope[pid] or log_w[pid] <= 0:
-                continue   # only records likelier under the target than under the pool (importance > 1)
-            v = vec(pid)
+            v = vec(pid)   # dsir_order holds only records likelier under the target than the pool (importance > 1)
             q = int(np.argmax(qvecs @ v))
             before = sel.skips["budget"]
             sel.take(pid, tok_budget, {"via": "dsir", "score": round(float(qvecs[q] @ v), 4), "query_idx": q,
                                        "log_importance": round(float(log_w[pid]), 3)})
             misses = misses + 1 if sel.skips["budget"] > before else 0
+    sel.ifd_ahead = knn_ahead
     # 3. what DSIR could not fill (few records likelier under the target) goes back to the kNN quotas
     if used is not None and cfg.dsir_share > 0 and (max_rec is None or len(sel.taken) < max_rec):
         used = quota_order(lists, w, take_knn(max_rec, tok_budget), used, seed=cfg.seed)
@@ -453,6 +500,8 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
         kept_prefix=sel.prefixed, max_seq_len=max_seq_len or None,
         by_pool=_by_pool(sel, groups, group_weights), spilled=spilled, skipped_pool_share=sel.skips["pool_share"],
         tokenizer=student or cfg.tokenizer or "chars/4",
+        ifd=({**ifd.stats, "scorer": ifd.name, "max": cfg.ifd_max, "dropped": sel.ifd_dropped} if ifd is not None
+             else {"scorer": None, "max": cfg.ifd_max}),
         wall_s=round(time.time() - t_start, 3))
     log.info("retrieved %d records (%d kNN, %d DSIR; %d tokens) for %d queries in %.1f s; "
              "KL(target||selected) %s vs random %s", stats["selected"], len(part["knn"]), len(part["dsir"]), sel.tokens,

@@ -136,22 +136,53 @@ class DiversityFilter:
             self.chosen.append(vec)
 
 
-def tag_preference(pool: list[dict], multi_weight: float, tail_weight: float) -> np.ndarray:
-    """Log-weight bonus of informative records, from fine tags where the pool has them (0 elsewhere):
-    ``multi_weight * log(distinct fine tags)`` (multi-ability instructions) plus ``tail_weight *``
-    the mean rarity of its tags, log(N/freq)/log(N) in [0, 1] (long-tail abilities)."""
-    tags = [sorted({str(t) for t in (r.get("tags") or {}).get("fine", [])}) for r in pool]
-    freq = Counter(t for ts in tags for t in ts)
-    n_tagged = sum(1 for ts in tags if ts)
-    out = np.zeros(len(pool))
+def record_tag_features(pool: list[dict]) -> list[list[str]]:
+    """The records' own tags as features (``macro:<category>``, ``fine:<tag>``), as
+    ``synth.tagging.canonical_tags`` writes them without a vocabulary."""
+    out = []
+    for r in pool:
+        t = r.get("tags") or {}
+        out.append([f"macro:{m}" for m in t.get("macro", []) if m] + [f"fine:{f}" for f in t.get("fine", []) if f])
+    return out
+
+
+def fine_macros(tag_lists: list[list[str]], other: str = "Other") -> dict[str, str]:
+    """Each fine tag's macro category: the majority macro among the tagged texts carrying it
+    (ties by name; "Other" casts no vote, so a tag only "Other" texts carry has none)."""
+    votes: dict[str, Counter] = {}
+    for tags in tag_lists:
+        macros = [t[6:] for t in tags if t.startswith("macro:") and t[6:] != other]
+        for t in tags:
+            if t.startswith("fine:"):
+                votes.setdefault(t, Counter()).update(macros)
+    return {f: min(c.items(), key=lambda kv: (-kv[1], kv[0]))[0] for f, c in votes.items() if c}
+
+
+def informative_bonus(tag_lists: list[list[str]], multi_weight: float, tail_weight: float) -> np.ndarray:
+    """Log-weight bonus of informative records from their tag features (0 for an untagged one):
+    ``multi_weight * log(macro categories its fine tags span)`` — an instruction needing abilities
+    of several categories (>= 2; one category gives 0), each fine tag mapped to its majority macro
+    (``fine_macros``) — plus ``tail_weight *`` the mean rarity of its fine tags, log(N/freq)/log(N)
+    in [0, 1] over the N tagged records (long-tail abilities)."""
+    fine = [sorted({t for t in ts if t.startswith("fine:")}) for ts in tag_lists]
+    freq = Counter(t for ts in fine for t in ts)
+    n_tagged = sum(1 for ts in fine if ts)
+    out = np.zeros(len(tag_lists))
     if not freq or (multi_weight == 0 and tail_weight == 0):
         return out
+    macro_of = fine_macros(tag_lists)
     norm = np.log(max(n_tagged, 2))
-    for i, ts in enumerate(tags):
+    for i, ts in enumerate(fine):
         if ts:
+            span = len({macro_of[t] for t in ts if t in macro_of})
             rarity = np.mean([np.log(n_tagged / freq[t]) / norm for t in ts])
-            out[i] = multi_weight * np.log(len(ts)) + tail_weight * rarity
+            out[i] = multi_weight * np.log(max(span, 1)) + tail_weight * rarity
     return out
+
+
+def tag_preference(pool: list[dict], multi_weight: float, tail_weight: float) -> np.ndarray:
+    """``informative_bonus`` of the records' own tags."""
+    return informative_bonus(record_tag_features(pool), multi_weight, tail_weight)
 
 
 # ------------------------------------------------------------------ tag histograms

@@ -2,7 +2,8 @@
 
 Three pieces, as in distilabel's self_instruct: ``format_input`` (template variables),
 the ``tag.j2`` template, and ``parse_tags`` (tolerant: ``Tags:``/``Category:`` lines or
-JSON). Tags are normalised (case, whitespace, plural stemming) and the macro answer is
+JSON). Tags are normalised to a readable surface form (case, whitespace, plurals) and matched
+by their Snowball stems (``tag_key``: 'calculating' and 'calculations' are one tag); the macro answer is
 snapped to the nearest of the 25 ``MACRO_CATEGORIES`` ("Other" if none is close). Results
 are cached in a JSONL file keyed by the content hash of the text, so a re-run (a later
 round, another run on the same pool) tags only new texts.
@@ -79,9 +80,25 @@ def stem_word(w: str) -> str:
 
 
 def normalize_tag(tag: str) -> str:
+    """The readable surface form of a tag: lower case, punctuation out, plurals singular."""
     t = re.sub(r"[^\w\s+#/-]", " ", str(tag).lower())
     words = [stem_word(w) for w in t.split()]
     return " ".join(words).strip(" -/")
+
+
+_SNOWBALL = None
+
+
+def tag_key(tag: str) -> str:
+    """The matching key of a tag: its surface form's words through nltk's Snowball (English)
+    stemmer, so 'calculating', 'calculation' and 'calculations' are one tag (offline: the stemmer
+    is rules, no corpus)."""
+    global _SNOWBALL
+    if _SNOWBALL is None:
+        from nltk.stem.snowball import SnowballStemmer
+
+        _SNOWBALL = SnowballStemmer("english")
+    return " ".join(_SNOWBALL.stem(w) for w in normalize_tag(tag).split())
 
 
 # words a small teacher uses for a category instead of its name (checked before string similarity)
@@ -148,11 +165,12 @@ def parse_tags(answer: str, cfg: TagConfig) -> dict | None:
         if js:
             fine_raw = js.get("tags") or js.get("fine")
             macro_raw = macro_raw or js.get("category") or js.get("macro")
-    fine = []
+    fine, keys = [], set()
     for t in parse.split_tags(fine_raw):
         n = normalize_tag(t)
-        if n and parse.looks_like_label(t, 5) and n not in fine:
+        if n and parse.looks_like_label(t, 5) and tag_key(n) not in keys:
             fine.append(n)
+            keys.add(tag_key(n))
     if not fine:
         return None
     if isinstance(macro_raw, list):
@@ -222,7 +240,12 @@ def tag_vocabulary(tag_lists: Iterable[list[str]], embed: Callable[[list[str]], 
     earlier canonical tag is at least ``merge_threshold`` joins the closest such tag (``embed``:
     texts -> L2-normalised vectors; None or threshold 0 = no merging); then canonical tags with
     fewer than ``min_count`` occurrences in all map to None."""
-    counts = Counter(t for tags in tag_lists for t in dict.fromkeys(tags))
+    surface = Counter(t for tags in tag_lists for t in dict.fromkeys(tags))
+    # one tag per stem key (``tag_key``), named by its most frequent surface form
+    by_key: dict[str, list[str]] = {}
+    for t in sorted(surface, key=lambda t: (-surface[t], t)):
+        by_key.setdefault(tag_key(t), []).append(t)
+    counts = Counter({forms[0]: sum(surface[f] for f in forms) for forms in by_key.values()})
     order = sorted(counts, key=lambda t: (-counts[t], t))
     canon_of: dict[str, str] = {}
     if order and embed is not None and merge_threshold > 0:
@@ -243,11 +266,15 @@ def tag_vocabulary(tag_lists: Iterable[list[str]], embed: Callable[[list[str]], 
     for t, c in counts.items():
         totals[canon_of[t]] += c
     vocab = {t: (canon_of[t] if totals[canon_of[t]] >= min_count else None) for t in order}
+    stem_merged = {f: forms[0] for forms in by_key.values() for f in forms[1:]}
     kept = {c for c in vocab.values() if c is not None}
     stats = {"raw_tags": len(order), "canonical_tags": len(set(canon_of.values())), "kept_tags": len(kept),
              "merged": sum(1 for t in order if canon_of[t] != t),
              "dropped_below_floor": len({canon_of[t] for t in order if vocab[t] is None}),
-             "merges": {t: canon_of[t] for t in order if canon_of[t] != t}}
+             "merges": {t: canon_of[t] for t in order if canon_of[t] != t},
+             "stem_merged": len(stem_merged)}
+    for f, rep in stem_merged.items():    # every surface form looks up its key's tag
+        vocab[f] = vocab[rep]
     return vocab, stats
 
 
@@ -255,12 +282,28 @@ def canonical_tags(tags: dict, vocab: dict[str, str | None]) -> list[str]:
     """A text's tags as features for matching: ``macro:<category>`` and ``fine:<canonical tag>``
     (a fine tag the vocabulary has not seen is kept as normalised; one below the floor is dropped)."""
     out = [f"macro:{m}" for m in tags.get("macro", []) if m]
+    by_key = _key_index(vocab)
     for t in tags.get("fine", []):
         n = normalize_tag(t)
-        c = vocab[n] if n in vocab else n
+        c = vocab[n] if n in vocab else by_key.get(tag_key(n), n)
         if c:
             out.append(f"fine:{c}")
     return list(dict.fromkeys(out))
+
+
+_KEYS: dict[int, tuple[dict, dict]] = {}
+
+
+def _key_index(vocab: dict[str, str | None]) -> dict[str, str | None]:
+    """{stem key: canonical tag} of a vocabulary (a surface form it has not seen still finds its
+    tag by key), built once per vocabulary object."""
+    got = _KEYS.get(id(vocab))
+    if got is None or got[0] is not vocab:
+        idx: dict[str, str | None] = {}
+        for t, c in vocab.items():
+            idx.setdefault(tag_key(t), c)
+        got = _KEYS[id(vocab)] = (vocab, idx)
+    return got[1]
 
 
 def tag_stats(by_source: dict[str, list[dict]], vocab: dict[str, str | None] | None = None, top: int = 5) -> dict:

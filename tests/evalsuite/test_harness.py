@@ -52,13 +52,19 @@ def test_sample_rows(offline_run):
 
 
 def test_decontamination_texts_cover_every_item_not_only_the_evaluated(offline_run):
-    """limit=4 evaluated 12 items; training data must still avoid all 764 (HumanEval/78 included)."""
+    """limit=4 evaluated 12 items; training data must still avoid all 764 scored items (HumanEval/78
+    included) and every other split the tasks define (math_offline's 30 few-shot examples)."""
+    from collections import Counter
+
     _, out = offline_run
     rows = read_jsonl(out / "decontam_texts.jsonl")
     keys = {r["key"] for r in rows}
-    per_task = {t: sum(k.startswith(t + "/") for k in keys) for t in ("math_offline", "ifeval_offline",
-                                                                     "humaneval_offline")}
-    assert per_task == {"math_offline": 300, "ifeval_offline": 300, "humaneval_offline": 164}
+    per_split = Counter((r["key"].split("/")[0], r["split"]) for r in rows if r["field"] == "question")
+    assert per_split == {("math_offline", "test"): 300, ("ifeval_offline", "test"): 300,
+                         ("humaneval_offline", "test"): 164, ("math_offline", "fewshot"): 30}
+    assert len(keys) == 794 and "math_offline/fewshot:shot-0005" in keys
+    few = {r["text"] for r in rows if r["key"] == "math_offline/fewshot:shot-0005"}
+    assert any(t.startswith("Emma saves $12 every week") for t in few) and "11" in few
     by = {(r["key"], r["field"]): r["text"] for r in rows}
     assert "def " in by[("humaneval_offline/HumanEval/78", "question")]
     samples = {f"{s['task']}/{s['doc_id']}": s for s in read_jsonl(out / "samples.jsonl")}
@@ -106,7 +112,7 @@ def test_item_texts_cover_every_item_as_the_eval_logs_it(offline_run):
 
     rows = item_texts(EvalConfig(suite="offline", limit=4))   # limit does not apply: every item
     keys = {r["key"] for r in rows}
-    assert sum(k.startswith("math_offline/") for k in keys) == 300 and len(rows) == 2 * len(keys)
+    assert sum(k.startswith("math_offline/") for k in keys) == 330 and len(rows) == 2 * len(keys)
     # without evaluating: the same rows an evaluation writes for decontamination
     assert rows == read_jsonl(offline_run[1] / "decontam_texts.jsonl")
 

@@ -201,6 +201,23 @@ def test_pool_tags_vocabulary_and_tag_matched_retrieval(smoke_run, tmp_path):
         assert bool(rec["tags"]["macro"]) == (rec["id"] in sampled)
 
 
+def test_synthesized_records_joining_the_pool_are_tagged_by_the_teacher(smoke_run, tmp_path):
+    """Round 0's verified synthesized records join round 1's pool as ``synth``: the tag stage tags
+    them (source ``synth`` in its summary), and retrieval reads those tags, not the copied ones."""
+    from loop.config import load_config
+    from loop.run import tag_stage
+
+    run_dir, _ = smoke_run
+    cfg = load_config(run_dir / "config.yaml", ["tag.min_count=1"])
+    r0 = run_dir / "round_000"
+    verified = [r for r in read_records(r0 / "synthesize" / "records.jsonl") if r["meta"].get("verified") is True]
+    st = tag_stage(cfg, tmp_path / "tg", r0 / "eval" / "samples.jsonl", tmp_path / "tags.jsonl",
+                   synthesized=[r0 / "synthesize" / "records.jsonl"])
+    assert verified and st["synth_tagged"] == len(verified) and st["by_source"]["synth"]["texts"] == len(verified)
+    rows = [json.loads(line) for line in (tmp_path / "tg" / "pool_tags.jsonl").read_text().splitlines()]
+    assert {r["id"] for r in rows if r["source"] == "synth"} == {r["id"] for r in verified}
+
+
 def test_status_prints_stages_and_scores(smoke_run):
     run_dir, _ = smoke_run
     out = subprocess.run([sys.executable, "-m", "loop", "status", str(run_dir)], cwd=REPO,

@@ -96,3 +96,32 @@ def test_boilerplate_examples_do_not_depend_on_the_process_hash_seed():
                            env={**__import__("os").environ, "PYTHONHASHSEED": str(seed)}).stdout
             for seed in (0, 1, 2, 3)}
     assert len(outs) == 1 and "english" in outs.pop()
+
+
+def test_report_names_every_dropped_record_and_the_items_it_matched(tmp_path):
+    """With the harness rows, every dropped record is reported with its source, the matched words
+    and the eval item(s) (task, doc_id, split) holding them; counts per task; mix writes the file."""
+    from evalsuite.records import read_jsonl
+    from synth.mix import MixConfig, mix
+
+    few = "Emma saves 12 dollars every week for 8 weeks then spends 41 dollars on a gift for her mother."
+    rows = [{"key": "math/m-1", "field": "question", "text": EVAL_PROMPT, "split": "test"},
+            {"key": "math/m-1", "field": "target", "text": "72", "split": "test"},
+            {"key": "math/fewshot:shot-5", "field": "question", "text": few, "split": "fewshot"},
+            {"key": "code/HumanEval/3", "field": "question", "text": few + " Then write code.", "split": "test"}]
+    texts = [r["text"] for r in rows]
+    recs = [rec(EVAL_PROMPT, rid="a"), rec("fine", answer=few, rid="b"), rec("clean question", rid="c")]
+    report: list = []
+    kept, stats = decontaminate(recs, texts, eval_rows=rows, report=report)
+    assert [r["id"] for r in kept] == ["c"] and [r["id"] for r in report] == ["a", "b"]
+    assert report[0]["eval"] == [{"task": "math", "doc_id": "m-1", "split": "test", "field": "question"}]
+    b = report[1]
+    assert b["message"] == 1 and b["role"] == "assistant" and b["source"] == "t" and len(b["match"].split()) == 13
+    assert {(e["task"], e["doc_id"], e["split"]) for e in b["eval"]} == {("math", "shot-5", "fewshot"),
+                                                                       ("code", "HumanEval/3", "test")}
+    assert stats["by_task"] == {"code": {"records": 1, "items": 1}, "math": {"records": 2, "items": 2}}
+    s = mix([recs[1]], [recs[0], recs[2]], texts, MixConfig(), tmp_path / "train.jsonl", eval_rows=rows,
+            report_path=tmp_path / "decontam_report.jsonl")
+    got = read_jsonl(tmp_path / "decontam_report.jsonl")
+    assert {(r["id"], r["origin"]) for r in got} == {("a", "retrieved"), ("b", "synth")}
+    assert s["decontam"]["by_task"]["math"]["records"] == 2

@@ -111,7 +111,7 @@ def test_ivf_and_auto_switch_give_the_flat_neighbours(pool, tmp_path):
 
 
 def test_hnsw_index_and_tokenizer_counts(pool, tmp_path, tiny_model_path):
-    cfg = RetrieveConfig(k_per_query=2, min_similarity=0.3, index="hnsw", tokenizer=tiny_model_path)
+    cfg = RetrieveConfig(k_per_query=2, min_similarity=0.3, index="hnsw", tokenizer=tiny_model_path, ifd_max=0)
     s = retrieve(pool, ["boil an egg"], cfg, tmp_path / "c", tmp_path / "o.jsonl")
     (top, *_) = read_records(tmp_path / "o.jsonl")
     assert top["id"] == "pool:test:cooking0"

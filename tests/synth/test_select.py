@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import zlib
 
+import numpy as np
 import pytest
 
 from evalsuite.records import make_record, read_records
@@ -149,7 +150,7 @@ def test_no_record_is_longer_than_max_seq_len(tmp_path, tiny_model_path):
                 turns=["And pasta?", long_answer, "And soup?", "Simmer it too."])
     pool.append(multi)
     cfg = RetrieveConfig(k_per_query=20, min_similarity=-1, max_records=0, token_budget=0, dsir_share=0,
-                         diversity_threshold=0)
+                         diversity_threshold=0, ifd_max=0)   # the tiny model's IFD would drop at random
     s = retrieve(pool, ["how do I cook food"], cfg, tmp_path / "c", tmp_path / "o.jsonl",
                  student=tiny_model_path, max_seq_len=200)
     got = read_records(tmp_path / "o.jsonl")
@@ -233,32 +234,98 @@ def test_diversity_filter_skips_near_copies(tmp_path):
 
 
 def test_tag_preference_favours_multi_ability_and_rare_tags():
-    def tagged(*fine):
+    """Multi-ability is fine tags spanning >= 2 macro categories (each fine tag's majority macro),
+    not merely several tags; rare tags gain too; untagged records get nothing."""
+    def tagged(macro, *fine):
         r = rec("x")
-        r["tags"] = {"fine": list(fine), "macro": []}
+        r["tags"] = {"fine": list(fine), "macro": [macro]}
         return r
-    pool = [tagged("arithmetic"), tagged("arithmetic"), tagged("arithmetic"), tagged("arithmetic", "geometry"),
-            tagged("topology"), rec("untagged")]
+    pool = [tagged("Math Reasoning", "arithmetic"), tagged("Math Reasoning", "arithmetic"),
+            tagged("Math Reasoning", "arithmetic", "algebra"), tagged("Coding", "python"), tagged("Coding", "python"),
+            tagged("Math Reasoning", "arithmetic", "python"),      # math + coding: two categories
+            tagged("Math Reasoning", "algebra", "arithmetic"),     # two tags, one category
+            rec("untagged")]
+    feats = select.record_tag_features(pool)
+    assert select.fine_macros(feats) == {"fine:arithmetic": "Math Reasoning", "fine:algebra": "Math Reasoning",
+                                         "fine:python": "Coding"}
+    multi = select.tag_preference(pool, multi_weight=0.5, tail_weight=0.0)
+    assert multi[5] == pytest.approx(0.5 * np.log(2)) and multi[6] == 0 and multi[2] == 0 and multi[7] == 0
     b = select.tag_preference(pool, multi_weight=0.5, tail_weight=1.0)
-    assert b[3] > b[0] and b[4] > b[0] and b[5] == 0.0
+    assert b[5] > b[6] and b[2] > b[0] and b[7] == 0.0          # algebra is rarer than arithmetic
     assert not select.tag_preference(pool, 0.0, 0.0).any()
+
+
+def test_knn_order_prefers_informative_records_among_the_neighbours(tmp_path):
+    """The kNN lists rank by cosine + knn_tag_weight x the informative bonus: a multi-ability record
+    overtakes a slightly closer single-ability one; knn_tag_weight 0 keeps cosine order."""
+    pool = [rec("Solve the equation 4x - 7 = 9.", rid="pool:test:single"),
+            rec("Solve the equation 4x - 7 = 9 with Python code.", rid="pool:test:multi")]
+    pool[0]["tags"] = {"fine": ["equation"], "macro": ["Math Reasoning"]}
+    pool[1]["tags"] = {"fine": ["equation", "python"], "macro": ["Coding"]}
+    extra = [rec(f"Unrelated chat {i}", rid=f"pool:test:x{i}") for i in range(3)]
+    for i, r in enumerate(extra):
+        r["tags"] = {"fine": ["equation" if i < 2 else "python"], "macro": ["Math Reasoning" if i < 2 else "Coding"]}
+    cfg = RetrieveConfig(k_per_query=2, min_similarity=0.3, max_records=1, token_budget=0, dsir_share=0,
+                         diversity_threshold=0, ifd_max=0, knn_tag_weight=0.0)
+    retrieve(pool + extra, ["Solve the equation 4x - 7 = 9."], cfg, tmp_path / "c", tmp_path / "o.jsonl")
+    assert [r["id"] for r in read_records(tmp_path / "o.jsonl")] == ["pool:test:single"]
+    cfg.knn_tag_weight, cfg.multi_tag_weight, cfg.long_tail_weight = 1.0, 1.0, 0.0
+    s = retrieve(pool + extra, ["Solve the equation 4x - 7 = 9."], cfg, tmp_path / "c", tmp_path / "o.jsonl")
+    got = read_records(tmp_path / "o.jsonl")
+    assert [r["id"] for r in got] == ["pool:test:multi"] and s["informative_records"] == 1
+    assert got[0]["meta"]["retrieval"]["score"] < 1.0      # the reported score is still the cosine
 
 
 def test_ifd_gate_drops_answers_the_instruction_does_not_help(tmp_path, tiny_model_path):
     """Mechanics on the tiny random model (IFD is meaningless there): scores recorded, the gate
-    drops at the threshold and is counted. The real SmolLM2 gives a matched answer IFD 0.15 and an
-    unrelated one 2.3 (README_data)."""
+    drops at the threshold and is counted and listed, the scores come from the cache on a rerun.
+    The real SmolLM2 gives a matched answer IFD 0.15 and an unrelated one 2.3 (README_data)."""
     pool = [rec(f"Question {i}: how do I cook dish {i}?", f"Answer {i}: simmer it.", rid=f"pool:test:{i}") for i in range(4)]
     cfg = RetrieveConfig(k_per_query=4, min_similarity=-1, max_records=0, token_budget=0, dsir_share=0,
                          diversity_threshold=0, ifd_max=100.0)
     s = retrieve(pool, ["cook"], cfg, tmp_path / "c", tmp_path / "o.jsonl", student=tiny_model_path)
     got = read_records(tmp_path / "o.jsonl")
     assert s["selected"] == 4 and s["skipped_ifd"] == 0 and all(r["meta"]["retrieval"]["ifd"] > 0 for r in got)
-    cfg.ifd_max = min(r["meta"]["retrieval"]["ifd"] for r in got) + 1e-6
+    assert s["ifd"]["scored"] == 4 and s["ifd"]["forward_batches"] >= 1 and s["ifd"]["scorer"] == tiny_model_path
+    worst = max(got, key=lambda r: r["meta"]["retrieval"]["ifd"])
+    cfg.ifd_max = worst["meta"]["retrieval"]["ifd"] - 5e-5   # IFD >= max is dropped (meta rounds to 4 places)
     s = retrieve(pool, ["cook"], cfg, tmp_path / "c", tmp_path / "o.jsonl", student=tiny_model_path)
-    assert s["selected"] == 1 and s["skipped_ifd"] == 3
-    with pytest.raises(ValueError, match="ifd_max needs the student"):
-        retrieve(pool, ["cook"], cfg, tmp_path / "c", tmp_path / "o.jsonl")
+    assert s["selected"] == 3 and s["skipped_ifd"] == 1 and [d["id"] for d in s["ifd"]["dropped"]] == [worst["id"]]
+    assert s["ifd"]["scored"] == 0 and s["ifd"]["cached"] == 4          # a later round reuses the scores
+    assert worst["id"] not in {r["id"] for r in read_records(tmp_path / "o.jsonl")}
+    # no model to score with: the gate is off and says so
+    s = retrieve(pool, ["cook"], cfg, tmp_path / "c", tmp_path / "o.jsonl")
+    assert s["ifd"]["scorer"] is None and s["selected"] == 4
+
+
+def test_batched_ifd_matches_one_record_at_a_time(tmp_path, tiny_model_path):
+    """Padded batches (conditioned and unconditioned sequences of several records together) give
+    the scores of an unpadded, one-sequence-per-forward reference computation."""
+    import math
+
+    import torch
+
+    from synth.ifd import IFDScorer, exchange
+
+    recs = [rec(f"Question {i}: " + "tell me more " * i, "Answer: " + "words " * (3 * i + 1), rid=f"pool:test:{i}")
+            for i in range(5)] + [rec("an empty answer", "", rid="pool:test:x")]
+    scorer = IFDScorer(tiny_model_path, batch_tokens=256, cache_dir=tmp_path)
+    got = scorer.score_many(recs)
+    assert scorer.stats["forward_batches"] > 1 and math.isinf(got[-1])
+
+    def nll_alone(prefix, ans):
+        ids = torch.tensor([prefix + ans])
+        with torch.no_grad():
+            logp = torch.log_softmax(scorer.model(input_ids=ids).logits[0, :-1].float(), -1)
+        return -float(logp[torch.arange(len(prefix) - 1, len(prefix) + len(ans) - 1), ids[0, len(prefix):]].mean())
+
+    for r, g in zip(recs[:-1], got):
+        user, answer = exchange(r)
+        cond, alone = scorer._prefixes(user)
+        ans = scorer._ids(answer)
+        assert g == pytest.approx(math.exp(nll_alone(cond, ans) - nll_alone(alone, ans)), rel=1e-4)
+    again = IFDScorer(tiny_model_path, cache_dir=tmp_path)     # a new process: scores read from the cache
+    assert again.score_many(recs) == got and again.stats["scored"] == 0 and again.stats["cached"] == 6
 
 
 def test_tag_histogram_term_pulls_selection_toward_the_target_tags(tmp_path):

@@ -91,3 +91,18 @@ def test_canonical_tags_stats_and_a_stable_pool_sample():
     grown = pool_sample_of(recs + [make_record([{"role": "user", "content": f"n{i}"}, {"role": "assistant", "content": "a"}],
                                                "pool:a") for i in range(5)], 10)
     assert len({r["id"] for r in grown} & {r["id"] for r in first}) >= 5    # most of the sample persists
+
+
+def test_snowball_stems_match_inflected_tags_and_keep_a_readable_form():
+    from synth.tagging import canonical_tags, tag_key, tag_vocabulary
+
+    assert tag_key("percentage calculation") == tag_key("Percentage calculations") == "percentag calcul"
+    assert tag_key("running") == tag_key("runs") and tag_key("coding") != tag_key("cooking")
+    lists = [["arithmetic operation"], ["arithmetical operation"], ["arithmetic operating"], ["geography"]]
+    vocab, st = tag_vocabulary(lists, None, merge_threshold=0.0, min_count=2)
+    # three surface forms, one key: one tag of count 3, named by a surface form (not the stem)
+    assert st["stem_merged"] == 2 and st["kept_tags"] == 1 and vocab["geography"] is None
+    assert vocab["arithmetic operating"] == vocab["arithmetical operation"] == vocab["arithmetic operation"]
+    assert vocab["arithmetic operation"] in {"arithmetic operation", "arithmetical operation", "arithmetic operating"}
+    # a surface form the vocabulary never saw still finds its tag by stem key
+    assert canonical_tags({"fine": ["Arithmetic Operated"], "macro": []}, vocab) == [f"fine:{vocab['arithmetic operation']}"]
