@@ -201,14 +201,13 @@ def tag_stage(cfg: Config, out: Path, samples: Path, cache_path: Path, synthesiz
 
         sample = pool_sample_of(load_union(cfg.retrieve.pool, cfg.retrieve.pools, Path(cfg.cache_dir)).records,
                                 cfg.tag.pool_sample)
-    from synth.pools import SYNTH_POOL
+    from synth.pools import SYNTH_POOL, joining_synth
 
     seen = {r["id"] for r in sample}
-    for path in synthesized:    # as synth.pools.load_union takes them: verified ones only
-        for rec in read_records(path):
-            if (rec.get("meta") or {}).get("verified") is True and rec["id"] not in seen:
-                sample.append({**rec, "source": SYNTH_POOL})
-                seen.add(rec["id"])
+    for rec in joining_synth(read_records(path) for path in synthesized):   # as they join the pool
+        if rec["id"] not in seen:
+            sample.append({**rec, "source": SYNTH_POOL})
+            seen.add(rec["id"])
     pool_texts = {r["id"]: record_text(r) for r in sample if r["id"] not in texts}
     (tags, stats), cost = _with_teacher(cfg, lambda llm: tag_texts(llm, {**texts, **pool_texts}, cfg.tag, cache_path),
                                         mapped=cfg.executor.kind == "ray")

@@ -82,6 +82,11 @@ def _exact_keys():
     return lambda recs: [exact_key(r) for r in recs]
 
 
+def joining_synth(synthesized: Iterable[list[dict]]) -> list[dict]:
+    """The synthesized records (one list per earlier round) that join the pool as ``synth``: the verified ones."""
+    return [r for rnd in synthesized for r in rnd if (r.get("meta") or {}).get("verified") is True]
+
+
 def load_union(pool: PoolConfig, pools: list[PoolSource], cache_dir: str | os.PathLike,
                synthesized: Iterable[list[dict]] = (), synth_weight: float = 0.0,
                retrieved_before: Iterable[str] = (), executor=None) -> PoolUnion:
@@ -96,8 +101,7 @@ def load_union(pool: PoolConfig, pools: list[PoolSource], cache_dir: str | os.Pa
         parts.append((pool_name(cfg), w, load_pool(cfg, cache_dir), {"conversion": pool_stats(cfg, cache_dir)}))
     synthesized = list(synthesized)
     if synth_weight > 0 and synthesized:     # from round 1 on
-        recs = [r for rnd in synthesized for r in rnd if (r.get("meta") or {}).get("verified") is True]
-        parts.append((SYNTH_POOL, synth_weight, recs, {}))
+        parts.append((SYNTH_POOL, synth_weight, joining_synth(synthesized), {}))
     candidates = [r for _, _, recs, _ in parts for r in recs if r["id"] not in skip]
     keyed = map_batches(candidates, _exact_keys, executor)
     key_of = {id(r): k for r, k in zip(candidates, keyed.results)}

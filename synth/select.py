@@ -180,11 +180,6 @@ def informative_bonus(tag_lists: list[list[str]], multi_weight: float, tail_weig
     return out
 
 
-def tag_preference(pool: list[dict], multi_weight: float, tail_weight: float) -> np.ndarray:
-    """``informative_bonus`` of the records' own tags."""
-    return informative_bonus(record_tag_features(pool), multi_weight, tail_weight)
-
-
 # ------------------------------------------------------------------ tag histograms
 def tag_histogram(tag_lists: list[list[str]], weights=None) -> Counter:
     """Weighted tag counts; each text spreads its weight over its tags (a text with many tags does

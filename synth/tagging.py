@@ -19,6 +19,7 @@ by embedding cosine (a tag joins the most frequent earlier tag it is at least
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 import re
 from collections import Counter
@@ -86,19 +87,19 @@ def normalize_tag(tag: str) -> str:
     return " ".join(words).strip(" -/")
 
 
-_SNOWBALL = None
+@functools.cache
+def _snowball():
+    from nltk.stem.snowball import SnowballStemmer
+
+    return SnowballStemmer("english")
 
 
 def tag_key(tag: str) -> str:
     """The matching key of a tag: its surface form's words through nltk's Snowball (English)
     stemmer, so 'calculating', 'calculation' and 'calculations' are one tag (offline: the stemmer
     is rules, no corpus)."""
-    global _SNOWBALL
-    if _SNOWBALL is None:
-        from nltk.stem.snowball import SnowballStemmer
-
-        _SNOWBALL = SnowballStemmer("english")
-    return " ".join(_SNOWBALL.stem(w) for w in normalize_tag(tag).split())
+    stem = _snowball().stem
+    return " ".join(stem(w) for w in normalize_tag(tag).split())
 
 
 # words a small teacher uses for a category instead of its name (checked before string similarity)

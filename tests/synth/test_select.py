@@ -233,7 +233,7 @@ def test_diversity_filter_skips_near_copies(tmp_path):
     assert not f.admits(v[1]) and select.DiversityFilter(0.0).admits(v[1])
 
 
-def test_tag_preference_favours_multi_ability_and_rare_tags():
+def test_informative_bonus_favours_multi_ability_and_rare_tags():
     """Multi-ability is fine tags spanning >= 2 macro categories (each fine tag's majority macro),
     not merely several tags; rare tags gain too; untagged records get nothing."""
     def tagged(macro, *fine):
@@ -248,11 +248,11 @@ def test_tag_preference_favours_multi_ability_and_rare_tags():
     feats = select.record_tag_features(pool)
     assert select.fine_macros(feats) == {"fine:arithmetic": "Math Reasoning", "fine:algebra": "Math Reasoning",
                                          "fine:python": "Coding"}
-    multi = select.tag_preference(pool, multi_weight=0.5, tail_weight=0.0)
+    multi = select.informative_bonus(feats, multi_weight=0.5, tail_weight=0.0)
     assert multi[5] == pytest.approx(0.5 * np.log(2)) and multi[6] == 0 and multi[2] == 0 and multi[7] == 0
-    b = select.tag_preference(pool, multi_weight=0.5, tail_weight=1.0)
+    b = select.informative_bonus(feats, multi_weight=0.5, tail_weight=1.0)
     assert b[5] > b[6] and b[2] > b[0] and b[7] == 0.0          # algebra is rarer than arithmetic
-    assert not select.tag_preference(pool, 0.0, 0.0).any()
+    assert not select.informative_bonus(feats, 0.0, 0.0).any()
 
 
 def test_knn_order_prefers_informative_records_among_the_neighbours(tmp_path):
