@@ -212,12 +212,14 @@ def tag_texts(llm: LLM, texts: dict[str, str], cfg: TagConfig, cache_path: Path)
         for k, prompt, ans in zip(chunk, prompts, answers):
             ans = with_prefill(prompt, ans)
             tags = parse_tags(ans, cfg)
-            stats["parsed" if tags else "parse_failures"] += 1
             cache[k] = {"key": k, "ok": tags is not None, "fine": (tags or {}).get("fine", []),
                         "macro": (tags or {}).get("macro", [OTHER]), "raw": ans}
         write_jsonl(cache_path, cache.values())  # flush: a killed run keeps finished chunks
     out = {i: {"fine": list(cache[k]["fine"]), "macro": list(cache[k]["macro"])} for i, k in keys.items()}
-    stats["parse_rate"] = stats["parsed"] / stats["prompted"] if stats["prompted"] else None
+    # parse figures over every distinct text, cached or not: a resumed (or later) run reports the same ones
+    ok = [cache[k]["ok"] for k in set(keys.values())]
+    stats["parsed"], stats["parse_failures"] = sum(ok), len(ok) - sum(ok)
+    stats["parse_rate"] = stats["parsed"] / len(ok) if ok else None
     macro_counts: dict[str, int] = {}
     for t in out.values():
         for m in t["macro"]:

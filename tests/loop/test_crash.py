@@ -43,7 +43,9 @@ STAGES = ("eval", "tag", "diagnose", "synthesize", "retrieve", "mix", "train", "
 # keys whose values are timings or say how this particular process got there, not what it computed
 # (besides every key ending in "_s" and every rate)
 VOLATILE = {"finished", "seconds", "tokens_this_process", "trained_tokens_this_process", "resumed_from",
-            "train_runtime"}
+            "train_runtime",
+            # the work this attempt did itself: a killed attempt's cached tags and IFD scores are reused
+            "cached", "scored", "prompted", "forward_batches", "requests", "prompt_tokens", "completion_tokens"}
 
 
 # ------------------------------------------------------------------ processes
