@@ -385,6 +385,37 @@ class Engine:
         bar.close()
         return result
 
+    def token_logprobs(self, seqs: Sequence[Sequence[int]], batch_tokens: int = 8192,
+                       desc: str = "ct2 score") -> list[list[float]]:
+        """log p(token t | tokens before it) for t = 1 .. len-1 of each sequence (``score_batch``:
+        only the scored tokens' log-probs leave CT2, not the vocabulary's). Sequences are sorted by
+        length into batches of at most ``batch_tokens`` padded tokens, spread over the replicas
+        (each scores its queue while the others score theirs)."""
+        from tqdm.auto import tqdm
+
+        if not seqs:
+            return []
+        order = sorted(range(len(seqs)), key=lambda i: (len(seqs[i]), i))
+        groups, start = [], 0
+        while start < len(order):   # widths grow along ``order``: a batch's last sequence is its widest
+            end = start + 1
+            while end < len(order) and (end - start + 1) * len(seqs[order[end]]) <= batch_tokens:
+                end += 1
+            groups.append(order[start:end])
+            start = end
+        costs = [len(g) * len(seqs[g[-1]]) for g in groups]
+        self.stats["score_batches"] = self.stats.get("score_batches", 0) + len(groups)
+        pending = [(groups[gi], self.generators[r].score_batch(
+                       [self._tokens(seqs[i]) for i in groups[gi]], max_input_length=0, asynchronous=True))
+                   for r, mine in enumerate(balance(groups, costs, self.replicas)) for gi in mine]
+        out: list[list[float]] = [[] for _ in seqs]
+        with tqdm(total=len(seqs), desc=desc, unit="seq", leave=False) as bar:
+            for group, results in pending:
+                for i, res in zip(group, results):
+                    out[i] = list(res.result().log_probs)
+                bar.update(len(group))
+        return out
+
     def close(self) -> None:
         for g in getattr(self, "generators", []):
             g.unload_model()

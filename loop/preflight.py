@@ -27,6 +27,8 @@ def check(cfg, run_dir: Path) -> dict:
     t0 = time.time()
     _writable(Path(run_dir))
     _model("student.model", cfg.student.model)
+    if cfg.retrieve.ifd_max > 0 and cfg.retrieve.ifd_model:
+        _model("retrieve.ifd_model", cfg.retrieve.ifd_model)
     _teacher(cfg.teacher)
     if cfg.eval.backend == "vllm":
         _package("eval.backend", "vllm", "pip install -e '.[vllm]'")

@@ -37,25 +37,42 @@ def exchange(rec: dict) -> tuple[str, str] | None:
 
 
 class IFDScorer:
-    def __init__(self, model: str, max_prompt_tokens: int = 512, max_answer_tokens: int = 512,
-                 batch_tokens: int = 8192, cache_dir: str | Path | None = None):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    """IFD of records by ``model`` on ``engine``: "ct2" (evalsuite.engine: CTranslate2's
+    ``score_batch`` at ``quantization``, on every replica) or "hf" (transformers, fp32)."""
 
+    def __init__(self, model: str, max_prompt_tokens: int = 512, max_answer_tokens: int = 512,
+                 batch_tokens: int = 8192, cache_dir: str | Path | None = None, engine: str = "ct2",
+                 quantization: str = "int8"):
         from evalsuite.models import resolve_model
 
         path = resolve_model(model)
-        self.torch = torch
-        self.tok = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+        self.engine, self.model = None, None
+        if engine == "ct2":
+            from evalsuite.engine import Engine
+
+            self.engine = Engine(path, quantization=quantization, cache_dir=cache_dir)
+            self.tok = self.engine.tok
+            scorer = f"{model}|ct2-{quantization}"
+        elif engine == "hf":
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            self.torch = torch
+            self.tok = AutoTokenizer.from_pretrained(path)
+            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+            scorer = str(model)   # the fp32 reference keeps the cache file it always had
+        else:
+            raise ValueError(f"IFD engine must be 'ct2' or 'hf', got {engine!r}")
         self.max_prompt, self.max_answer, self.batch_tokens = max_prompt_tokens, max_answer_tokens, batch_tokens
         self.name = str(model)
+        self.backend = "hf-float32" if engine == "hf" else f"ct2-{quantization}"
         self.scores: dict[str, float] = {}      # cache key -> IFD
         self.stats = {"scored": 0, "cached": 0, "forward_batches": 0, "score_s": 0.0}
         self.cache_path = None
         if cache_dir is not None:
             slug = re.sub(r"[^\w.-]+", "_", self.name).strip("_")[-80:] or "model"
-            self.cache_path = Path(cache_dir) / "ifd" / f"{slug}-{content_hash(self.name)[:8]}.jsonl"
+            suffix = "" if engine == "hf" else f"-{self.backend}"
+            self.cache_path = Path(cache_dir) / "ifd" / f"{slug}{suffix}-{content_hash(scorer)[:8]}.jsonl"
             if self.cache_path.exists():
                 self.scores = {row["key"]: float(row["ifd"]) for row in iter_jsonl(self.cache_path)}
         self.on_disk = set(self.scores)          # scores an earlier run computed
@@ -117,9 +134,19 @@ class IFDScorer:
     def score(self, rec: dict) -> float:
         return self.score_many([rec])[0]
 
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+
     def _batched_nll(self, seqs: list[tuple[tuple, list[int], list[int]]]) -> dict[tuple, float]:
         """{sequence key: mean NLL of its answer after its prefix}; sequences sorted
         by length and cut into right-padded batches of at most ``batch_tokens`` padded tokens."""
+        if self.engine is not None:
+            before = self.engine.stats.get("score_batches", 0)
+            lps = self.engine.token_logprobs([p + a for _, p, a in seqs], self.batch_tokens, desc="ifd")
+            self.stats["forward_batches"] += self.engine.stats["score_batches"] - before
+            # log_probs[t] is token t+1's: the answer's are at len(p)-1 .. len(p)+len(a)-2
+            return {k: -sum(lp[len(p) - 1: len(p) - 1 + len(a)]) / len(a) for (k, p, a), lp in zip(seqs, lps)}
         order = sorted(range(len(seqs)), key=lambda s: len(seqs[s][1]) + len(seqs[s][2]))
         out: dict[tuple[int, int], float] = {}
         start = 0

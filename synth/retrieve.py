@@ -88,8 +88,10 @@ class RetrieveConfig:
     drop_rules: list[DropRule] = field(default_factory=default_rules)  # named regexes keeping records out
     ifd_max: float = 1.0              # drop records with IFD >= this (synth/ifd.py; Superfiltering: 1); 0 = off
     ifd_model: str = ""               # the IFD scorer (a causal LM); "" = the student
-    ifd_batch: int = 16               # records scored per batched call (the next candidates in the pass's order)
+    ifd_batch: int = 4                # records scored per call (the next candidates in the pass's order): more over-scores
     ifd_max_tokens: int = 384         # prompt and answer tokens scored (each): bounds a CPU forward pass
+    ifd_engine: Literal["ct2", "hf"] = "ct2"  # CTranslate2 (evalsuite.engine) | transformers fp32 (the reference)
+    ifd_quantization: str = "int8"    # ct2 only: int8 keeps every keep/drop decision of fp32 (benchmarks/ifd_cost.py)
     multi_tag_weight: float = 0.5     # log-weight bonus x log(macro categories its fine tags span) (tagged records)
     long_tail_weight: float = 1.0     # log-weight bonus for rare fine tags (tagged records)
     knn_tag_weight: float = 0.1       # kNN order: cosine + this x the bonus above (0 = by cosine alone)
@@ -107,6 +109,12 @@ class RetrieveConfig:
             raise ValueError(f"ifd_max must be >= 0 (0 = off), got {self.ifd_max}")
         if self.ifd_batch < 1 or self.ifd_max_tokens < 1:
             raise ValueError(f"ifd_batch and ifd_max_tokens must be >= 1, got {self.ifd_batch}, {self.ifd_max_tokens}")
+        if self.ifd_engine == "ct2":
+            from evalsuite.engine import QUANTIZATIONS
+
+            if self.ifd_quantization not in QUANTIZATIONS:
+                raise ValueError(f"ifd_quantization must be one of {', '.join(QUANTIZATIONS)}, "
+                                 f"got {self.ifd_quantization!r}")
         if self.region_k < 1:
             raise ValueError(f"region_k must be >= 1, got {self.region_k}")
         if self.diversity_threshold > 1:
@@ -401,7 +409,7 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
         from synth.ifd import IFDScorer
 
         ifd = IFDScorer(scorer_model, max_prompt_tokens=cfg.ifd_max_tokens, max_answer_tokens=cfg.ifd_max_tokens,
-                        cache_dir=cache_dir)
+                        cache_dir=cache_dir, engine=cfg.ifd_engine, quantization=cfg.ifd_quantization)
     elif cfg.ifd_max > 0:   # a library call with no model to score with (the loop always passes the student)
         log.warning("retrieve: IFD gate off: no scorer (pass the student, or set retrieve.ifd_model)")
     sel = _Selection(pool, cfg, token_counter(student or cfg.tokenizer), max_seq_len, vec, ifd)
@@ -500,9 +508,11 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
         kept_prefix=sel.prefixed, max_seq_len=max_seq_len or None,
         by_pool=_by_pool(sel, groups, group_weights), spilled=spilled, skipped_pool_share=sel.skips["pool_share"],
         tokenizer=student or cfg.tokenizer or "chars/4",
-        ifd=({**ifd.stats, "scorer": ifd.name, "max": cfg.ifd_max, "dropped": sel.ifd_dropped} if ifd is not None
-             else {"scorer": None, "max": cfg.ifd_max}),
+        ifd=({**ifd.stats, "scorer": ifd.name, "engine": ifd.backend, "max": cfg.ifd_max,
+              "dropped": sel.ifd_dropped} if ifd is not None else {"scorer": None, "max": cfg.ifd_max}),
         wall_s=round(time.time() - t_start, 3))
+    if ifd is not None:
+        ifd.close()
     log.info("retrieved %d records (%d kNN, %d DSIR; %d tokens) for %d queries in %.1f s; "
              "KL(target||selected) %s vs random %s", stats["selected"], len(part["knn"]), len(part["dsir"]), sel.tokens,
              len(queries), stats["wall_s"], stats["kl_target_selected"], stats["kl_target_random"])

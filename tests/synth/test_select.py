@@ -309,7 +309,7 @@ def test_batched_ifd_matches_one_record_at_a_time(tmp_path, tiny_model_path):
 
     recs = [rec(f"Question {i}: " + "tell me more " * i, "Answer: " + "words " * (3 * i + 1), rid=f"pool:test:{i}")
             for i in range(5)] + [rec("an empty answer", "", rid="pool:test:x")]
-    scorer = IFDScorer(tiny_model_path, batch_tokens=256, cache_dir=tmp_path)
+    scorer = IFDScorer(tiny_model_path, batch_tokens=256, cache_dir=tmp_path, engine="hf")
     got = scorer.score_many(recs)
     assert scorer.stats["forward_batches"] > 1 and math.isinf(got[-1])
 
@@ -324,8 +324,19 @@ def test_batched_ifd_matches_one_record_at_a_time(tmp_path, tiny_model_path):
         cond, alone = scorer._prefixes(user)
         ans = scorer._ids(answer)
         assert g == pytest.approx(math.exp(nll_alone(cond, ans) - nll_alone(alone, ans)), rel=1e-4)
-    again = IFDScorer(tiny_model_path, cache_dir=tmp_path)     # a new process: scores read from the cache
+    again = IFDScorer(tiny_model_path, cache_dir=tmp_path, engine="hf")   # a new process: scores from the cache
     assert again.score_many(recs) == got and again.stats["scored"] == 0 and again.stats["cached"] == 6
+
+    # the engine the stage uses by default: CTranslate2's score_batch over its replicas gives the
+    # same scores at float32, close ones at int8; each engine keeps a cache file of its own
+    for quantization, rel in (("float32", 1e-4), ("int8", 0.1)):
+        ct2 = IFDScorer(tiny_model_path, batch_tokens=256, cache_dir=tmp_path, engine="ct2", quantization=quantization)
+        assert ct2.cache_path != scorer.cache_path and ct2.backend == f"ct2-{quantization}"
+        assert ct2.score_many(recs)[:-1] == pytest.approx(got[:-1], rel=rel)
+        assert ct2.stats["scored"] == 6 and ct2.stats["forward_batches"] > 1 and math.isinf(ct2.score(recs[-1]))
+        ct2.close()
+    with pytest.raises(ValueError, match="IFD engine must be"):
+        IFDScorer(tiny_model_path, engine="onnx")
 
 
 def test_tag_histogram_term_pulls_selection_toward_the_target_tags(tmp_path):
