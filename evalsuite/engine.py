@@ -64,9 +64,10 @@ def content_hash(path: str | os.PathLike) -> str:
     return _content_hash(str(p), stamp)
 
 
-def _check_quantization(q: str) -> None:
+def check_quantization(q: str, key: str = "") -> None:
+    """``key``: the config key that set ``q``, named in the error."""
     if q not in QUANTIZATIONS:
-        raise ValueError(f"unknown ct2 quantization {q!r}; use one of {', '.join(QUANTIZATIONS)}")
+        raise ValueError(f"{key + ': ' if key else ''}unknown ct2 quantization {q!r}; use one of {', '.join(QUANTIZATIONS)}")
 
 
 def prepare(model: str, adapter: str | None = None, quantization: str = "int8",
@@ -75,7 +76,7 @@ def prepare(model: str, adapter: str | None = None, quantization: str = "int8",
     converted once into the cache (temp name, renamed into place)."""
     import ctranslate2
 
-    _check_quantization(quantization)
+    check_quantization(quantization)
     if not Path(model).is_dir():
         raise FileNotFoundError(f"ct2 engine: {model!r} is not a local HF model folder "
                                 f"(resolve embedded:/hub names with evalsuite.models.resolve_model first)")

@@ -110,11 +110,9 @@ class RetrieveConfig:
         if self.ifd_batch < 1 or self.ifd_max_tokens < 1:
             raise ValueError(f"ifd_batch and ifd_max_tokens must be >= 1, got {self.ifd_batch}, {self.ifd_max_tokens}")
         if self.ifd_engine == "ct2":
-            from evalsuite.engine import QUANTIZATIONS
+            from evalsuite.engine import check_quantization
 
-            if self.ifd_quantization not in QUANTIZATIONS:
-                raise ValueError(f"ifd_quantization must be one of {', '.join(QUANTIZATIONS)}, "
-                                 f"got {self.ifd_quantization!r}")
+            check_quantization(self.ifd_quantization, key="ifd_quantization")
         if self.region_k < 1:
             raise ValueError(f"region_k must be >= 1, got {self.region_k}")
         if self.diversity_threshold > 1:
