@@ -210,7 +210,7 @@ def tag_stage(cfg: Config, out: Path, samples: Path, cache_path: Path, synthesiz
             seen.add(rec["id"])
     pool_texts = {r["id"]: record_text(r) for r in sample if r["id"] not in texts}
     (tags, stats), cost = _with_teacher(cfg, lambda llm: tag_texts(llm, {**texts, **pool_texts}, cfg.tag, cache_path),
-                                        mapped=cfg.executor.kind == "ray")
+                                        mapped=True)
     stats["teacher"] = cost
     write_jsonl(out / "tags.jsonl", ({"key": k, **tags[k]} for k in texts if k in tags))
     write_jsonl(out / "pool_tags.jsonl", ({"id": r["id"], "source": r["source"], **tags[r["id"]]}
@@ -423,14 +423,14 @@ def _with_teacher(cfg: Config, fn, mapped: bool = False) -> tuple:
     """(``fn(llm)``, this call's teacher cost: token usage and seconds, loading included when this
     call loaded it) with the process's teacher, loaded on first use and kept for the next stage
     (``TeacherHost`` releases it); the stage puts the cost in its summary (DONE, W&B, report).
-    ``mapped``: the teacher runs on the executor's workers (``executor.kind: ray``; each loads its
-    own copy, released when the call ends)."""
+    ``mapped``: the teacher's calls are pool-wide maps on the executor: with ``executor.kind: ray``
+    each worker loads its own copy (released when the call ends); locally a ``datasets`` map over
+    the process's teacher."""
+    from synth.executor import MappedLLM
     from synth.llm import load_llm
 
     t0 = time.time()
-    if mapped:
-        from synth.executor import MappedLLM
-
+    if mapped and cfg.executor.kind == "ray":
         llm = MappedLLM(cfg.teacher, cfg.executor)
         try:
             result = fn(llm)
@@ -444,9 +444,9 @@ def _with_teacher(cfg: Config, fn, mapped: bool = False) -> tuple:
         _LOADED.update(key=key, llm=load_llm(cfg.teacher))
     llm = _LOADED["llm"]
     before = dict(llm.usage)
-    result = fn(llm)
+    result = fn(MappedLLM(cfg.teacher, cfg.executor, llm) if mapped else llm)
     used = {k: v - before.get(k, 0) if isinstance(v, (int, float)) else v for k, v in llm.usage.items()}
-    return result, {**used, "seconds": round(time.time() - t0, 1)}
+    return result, {**used, "seconds": round(time.time() - t0, 1), **({"executor": "local"} if mapped else {})}
 
 
 # ------------------------------------------------------------------ decisions and tracking

@@ -122,8 +122,7 @@ def embed_texts(texts: Sequence[str], model: str = DEFAULT_EMBEDDER, batch_size:
     """(len(texts), dim) float32 L2-normalised embeddings; with ``cache_path`` (a folder),
     texts embedded before by the same model are read back instead of recomputed. ``executor``
     (``synth.executor.ExecutorConfig`` with ``kind: ray``) embeds the new texts as a Ray Data
-    map; ``report`` receives where they were embedded (items per node) and how long it took."""
-    from tqdm.auto import tqdm
+    map, else as ``datasets`` maps here, a shard at a time; ``report`` receives where they were embedded (items per node) and how long it took."""
 
     texts = [t[:MAX_CHARS] for t in texts]
     keys = [text_key(t, model) for t in texts]
@@ -147,31 +146,32 @@ def embed_texts(texts: Sequence[str], model: str = DEFAULT_EMBEDDER, batch_size:
             for i, v in zip(chunk, res.results[s:s + SHARD_ROWS]):
                 new[keys[i]] = np.asarray(v, dtype=np.float32)
             if folder is not None:
-                _write_shard(folder, [keys[i] for i in chunk], np.stack([new[keys[i]] for i in chunk]))
+                shards.append(_write_shard(folder, [keys[i] for i in chunk], np.stack([new[keys[i]] for i in chunk])))
         if report is not None:
             report.update(executor="ray", embedded=len(todo), nodes=dict(res.nodes), seconds=res.seconds)
         log.info("embedded %d texts with ray in %.1f s over %d node(s)", len(todo), res.seconds, len(res.nodes))
         todo = []
-    if todo:
+    if todo:   # a datasets map per shard of new texts: a killed run keeps the shards it finished
+        from synth.executor import ExecutorConfig, map_batches
+
         if report is not None:
             report.update(executor="local", embedded=len(todo))
-        enc = load_embedder(model, device)
+        loaded: dict = {}
+
+        def make_fn():   # the embedder loads once for all shards
+            if "enc" not in loaded:
+                loaded["enc"] = load_embedder(model, device)
+            return lambda ts: list(_encode(loaded["enc"], ts, batch_size))
+        local = ExecutorConfig(kind="local", batch_size=batch_size * 8)
         t0 = time.time()
-        pending_keys, pending_vecs = [], []
-        with tqdm(total=len(todo), desc="embed", unit="text", mininterval=2) as bar:
-            for s in range(0, len(todo), batch_size * 8):
-                chunk = todo[s:s + batch_size * 8]
-                vecs = _encode(enc, [texts[i] for i in chunk], batch_size)
-                for i, v in zip(chunk, vecs):
-                    new[keys[i]] = v
-                    pending_keys.append(keys[i])
-                    pending_vecs.append(v)
-                bar.update(len(chunk))
-                if folder is not None and len(pending_keys) >= SHARD_ROWS:
-                    _write_shard(folder, pending_keys, np.stack(pending_vecs))
-                    pending_keys, pending_vecs = [], []
-        if folder is not None and pending_keys:
-            _write_shard(folder, pending_keys, np.stack(pending_vecs))
+        for s in range(0, len(todo), SHARD_ROWS):
+            chunk = todo[s:s + SHARD_ROWS]
+            res = map_batches([texts[i] for i in chunk], make_fn, local,
+                              desc=f"embed {s + len(chunk)}/{len(todo)}")  # the store caches by content
+            for i, v in zip(chunk, res.results):
+                new[keys[i]] = np.asarray(v, dtype=np.float32)
+            if folder is not None:
+                shards.append(_write_shard(folder, [keys[i] for i in chunk], np.stack([new[keys[i]] for i in chunk])))
         dt = time.time() - t0
         log.info("embedded %d texts in %.1f s (%.0f texts/s); %d cached or repeated", len(todo), dt,
                  len(todo) / max(dt, 1e-9), len(texts) - len(todo))

@@ -3,7 +3,11 @@
 A pool-wide map is ``map_batches(items, make_fn, cfg)``: ``make_fn()`` builds the per-batch
 function once per worker (an embedder loaded once, not per batch) and the function maps a list
 of items to a list of results of the same length. ``executor.kind: local`` (the default) runs
-it here, batch by batch. ``executor.kind: ray`` runs it as a Ray Data pipeline
+it here as a ``datasets`` map (``Dataset.map(batched=True)``); given a ``cache_dir`` and a
+``key`` naming the function and its settings, the map's Arrow output is cached under
+``cache_dir/maps/`` by a fingerprint of the key and the items' content, so the same map over the
+same items is read back instead of recomputed (the function is then never built: no model load).
+``executor.kind: ray`` runs it as a Ray Data pipeline
 (``ray.data.from_items(...).map_batches(<actor class>, concurrency=executor.workers)``) on the
 cluster at ``executor.address`` ("" starts a local one; ``auto`` joins the one ``ray start``
 made), and returns the results in the items' order with the Ray node each batch ran on.
@@ -11,17 +15,22 @@ made), and returns the results in the items' order with the Ray node each batch 
 
 The pool-wide maps that use it: embedding the texts the index lacks (``synth.embed``), the
 content keys of the union's cross-pool dedup (``synth.pools``) and the teacher's tagging of the
-pool sample (``MappedLLM``: the LLM protocol over ``map_batches``, each worker loading its own
-copy of the teacher). Ray is an optional extra (``pip install -e '.[ray]'``).
+pool sample (``MappedLLM``: the LLM protocol over ``map_batches``; on Ray each worker loads its
+own copy of the teacher). IFD is not among them: it scores only the candidates a selection
+reaches, a few at a time, on the engine's per-core replicas. Ray is an optional extra (``pip install -e '.[ray]'``).
 """
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
 import logging
+import pickle
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
 log = logging.getLogger(__name__)
@@ -45,6 +54,7 @@ class MapResult:
     results: list
     nodes: Counter          # items mapped per node ("local" for this process)
     seconds: float
+    cached: bool = False    # local: read back from the datasets cache, nothing computed
 
 
 def ray_available() -> bool:
@@ -52,23 +62,61 @@ def ray_available() -> bool:
 
 
 def map_batches(items: Sequence, make_fn: Callable[[], Callable[[list], list]],
-                cfg: ExecutorConfig | None = None) -> MapResult:
-    """``make_fn()(batch)`` over ``items`` in batches of ``cfg.batch_size``; results in order."""
+                cfg: ExecutorConfig | None = None, *, cache_dir=None, key: str | None = None,
+                desc: str | None = None) -> MapResult:
+    """``make_fn()(batch)`` over ``items`` in batches of ``cfg.batch_size``; results in order.
+    Local maps are cached under ``cache_dir`` when ``key`` (what identifies ``make_fn``: its
+    name and settings) is given; Ray maps are not (their callers cache by content)."""
     cfg = cfg or ExecutorConfig()
     t0 = time.time()
     if cfg.kind == "ray" and len(items) >= max(cfg.min_items, 1):
         res = _ray_map(list(items), make_fn, cfg)
     else:
-        fn, out, nodes = make_fn(), [], Counter()
-        for s in range(0, len(items), cfg.batch_size):
-            part = fn(list(items[s:s + cfg.batch_size]))
-            if len(part) != len(items[s:s + cfg.batch_size]):
-                raise ValueError(f"map_batches: {len(part)} results for a batch of {len(items[s:s + cfg.batch_size])}")
-            out.extend(part)
-            nodes["local"] += len(part)
-        res = MapResult(out, nodes, 0.0)
+        res = _local_map(list(items), make_fn, cfg.batch_size, cache_dir, key, desc)
     res.seconds = round(time.time() - t0, 3)
     return res
+
+
+def map_fingerprint(key: str, blobs: Sequence[bytes], batch_size: int) -> str:
+    """The datasets fingerprint of a local map: the function's key, the batch size and every item's content."""
+    h = hashlib.sha256(f"{key}\0{batch_size}\0{len(blobs)}\0".encode())
+    for b in blobs:
+        h.update(hashlib.sha256(b).digest())
+    return h.hexdigest()[:40]
+
+
+def _local_map(items: list, make_fn, batch_size: int, cache_dir, key: str | None, desc: str | None) -> MapResult:
+    from datasets import Dataset
+
+    if not items:
+        return MapResult([], Counter(), 0.0, False)
+    # items and results travel as pickles: pool records, texts and vectors alike, whatever their schema
+    blobs = [pickle.dumps(x, protocol=4) for x in items]
+    built: dict = {}
+
+    def apply(batch: dict) -> dict:
+        if "fn" not in built:
+            built["fn"] = make_fn()      # only on a cache miss
+        xs = [pickle.loads(b) for b in batch["x"]]
+        ys = built["fn"](xs)
+        if len(ys) != len(xs):
+            raise ValueError(f"map_batches: {len(ys)} results for a batch of {len(xs)}")
+        return {"y": [pickle.dumps(y, protocol=4) for y in ys]}
+
+    cache_file = None
+    if cache_dir is not None and key:
+        fp = map_fingerprint(key, blobs, batch_size)
+        folder = Path(cache_dir) / "maps"
+        folder.mkdir(parents=True, exist_ok=True)
+        cache_file = str(folder / f"{fp}.arrow")
+    else:
+        fp = uuid.uuid4().hex   # nothing to reuse: a fresh fingerprint (datasets would try to hash the closure)
+    out = Dataset.from_dict({"x": blobs}).map(
+        apply, batched=True, batch_size=batch_size, remove_columns=["x"], new_fingerprint=fp,
+        cache_file_name=cache_file, load_from_cache_file=cache_file is not None,
+        keep_in_memory=cache_file is None, desc=desc or "map")
+    results = [pickle.loads(b) for b in out["y"]]
+    return MapResult(results, Counter({"local": len(results)}), 0.0, cached="fn" not in built)
 
 
 class _Worker:
@@ -123,12 +171,14 @@ def _ray_map(items: list, make_fn, cfg: ExecutorConfig) -> MapResult:
 
 # ------------------------------------------------------------------ the teacher as a pool-wide map
 def _llm_batch(llm_cfg, sampling):
-    """A batch function: prompts -> [{"text", "usage"}], the LLM loaded once per worker (the batch's
-    token usage rides on its first item)."""
+    """A batch function: prompts -> [{"text", "usage"}], the LLM loaded once per worker."""
     from synth.llm import load_llm
 
-    llm = load_llm(llm_cfg)
+    return _llm_runner(load_llm(llm_cfg), sampling)
 
+
+def _llm_runner(llm, sampling):
+    """Prompts -> [{"text", "usage"}] on ``llm`` (the batch's token usage rides on its first item)."""
     def run(prompts: list) -> list:
         before = dict(llm.usage)
         out = llm.generate(prompts, sampling)
@@ -139,18 +189,27 @@ def _llm_batch(llm_cfg, sampling):
 
 class MappedLLM:
     """The LLM protocol (``generate``, ``usage``, ``close``) over ``map_batches``: with
-    ``kind: ray`` each Ray worker loads its own copy of the model from ``llm_cfg``."""
+    ``kind: ray`` each Ray worker loads its own copy of the model from ``llm_cfg``; with
+    ``kind: local`` the batches are a ``datasets`` map on ``llm``, the process's loaded teacher
+    (one load per round, shared with the other stages)."""
 
-    def __init__(self, llm_cfg, cfg: ExecutorConfig):
-        self.llm_cfg, self.cfg = llm_cfg, cfg
+    def __init__(self, llm_cfg, cfg: ExecutorConfig, llm=None):
+        if cfg.kind != "ray" and llm is None:
+            raise ValueError("MappedLLM: a local map runs on the process's teacher: pass llm")
+        self.llm_cfg, self.cfg, self.llm = llm_cfg, cfg, llm
         self.usage: dict = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
         self.nodes: Counter = Counter()
 
     def generate(self, prompts, sampling) -> list[str]:
         prompts = list(prompts)
-        per = max(1, min(self.cfg.batch_size, -(-len(prompts) // self.cfg.workers)))   # every worker gets some
+        if self.cfg.kind == "ray":
+            per = max(1, min(self.cfg.batch_size, -(-len(prompts) // self.cfg.workers)))   # every worker gets some
+            make_fn = functools.partial(_llm_batch, self.llm_cfg, sampling)
+        else:   # one batch: the engine batches (and splits over its replicas) by itself
+            per = max(1, len(prompts))
+            make_fn = functools.partial(_llm_runner, self.llm, sampling)
         cfg = ExecutorConfig(self.cfg.kind, self.cfg.address, self.cfg.workers, per, self.cfg.min_items)
-        res = map_batches(prompts, functools.partial(_llm_batch, self.llm_cfg, sampling), cfg)
+        res = map_batches(prompts, make_fn, cfg, desc="teacher")
         for r in res.results:
             for k, v in (r["usage"] or {}).items():
                 self.usage[k] = self.usage.get(k, 0) + v

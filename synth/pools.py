@@ -77,6 +77,9 @@ class PoolUnion:
     dedup: dict = field(default_factory=dict)  # where the dedup keys were computed (executor, items per node)
 
 
+DEDUP_KEY_VERSION = 1   # bump when exact_key or the text normaliser changes: cached keys go stale
+
+
 def _exact_keys():
     """A batch function for ``synth.executor.map_batches``: records -> their dedup keys."""
     return lambda recs: [exact_key(r) for r in recs]
@@ -103,7 +106,10 @@ def load_union(pool: PoolConfig, pools: list[PoolSource], cache_dir: str | os.Pa
     if synth_weight > 0 and synthesized:     # from round 1 on
         parts.append((SYNTH_POOL, synth_weight, joining_synth(synthesized), {}))
     candidates = [r for _, _, recs, _ in parts for r in recs if r["id"] not in skip]
-    keyed = map_batches(candidates, _exact_keys, executor)
+    # locally a datasets map cached under cache_dir/maps by the candidates' content: a later round
+    # over the same union reads the keys back
+    keyed = map_batches(candidates, _exact_keys, executor, cache_dir=cache_dir,
+                        key=f"synth.pools.exact_key/v{DEDUP_KEY_VERSION}", desc="dedup keys")
     key_of = {id(r): k for r, k in zip(candidates, keyed.results)}
     seen: set[str] = set()
     records, group, stats = [], [], {}
@@ -125,5 +131,5 @@ def load_union(pool: PoolConfig, pools: list[PoolSource], cache_dir: str | os.Pa
                        "dropped_retrieved_before": c["retrieved_before"], **extra}
     weights = {n: s["weight"] for n, s in stats.items() if s["records"] and s["weight"] > 0}
     dedup = {"executor": executor.kind if executor is not None else "local", "nodes": dict(keyed.nodes),
-             "seconds": keyed.seconds}
+             "seconds": keyed.seconds, "cached": keyed.cached}
     return PoolUnion(records, group, weights, stats, dedup)

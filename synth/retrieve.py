@@ -445,7 +445,7 @@ def retrieve(pool: list[dict], queries: list[str], cfg: RetrieveConfig, cache_di
     # 2. DSIR for the rest of the budgets, among records with importance > 1 (near some query, or anywhere)
     t0 = time.time()
     grams = select.HashedNgrams(cfg.ngram_buckets)
-    feats = grams.matrix([record_text(r) for r in pool])
+    feats, stats["dsir_features"] = select.cached_matrix(grams, [record_text(r) for r in pool], cache_dir)
     tw = np.asarray(target_weights if target_weights is not None else [1.0] * len(target), dtype=np.float64)
     tgt = select.target_counts(grams.matrix(list(target)), tw)
     log_w = select.log_importance(feats, tgt) + bonus

@@ -13,13 +13,20 @@ of random subsets of the pool with the same number of records.
 """
 from __future__ import annotations
 
+import json
+import logging
+import os
+import zipfile
 import zlib
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 from scipy import sparse
 
 from synth.overlap import words
+
+log = logging.getLogger(__name__)
 
 TARGET_PRIOR = 1.0  # the target model backs off to the pool model with this many times the target's own count
 KL_ALPHA = 0.01     # pseudo-count per bucket when measuring KL: small, so a subset's own counts dominate
@@ -54,6 +61,47 @@ class HashedNgrams:
         m = sparse.csr_matrix((np.ones(len(r), np.float64), (r, c)), shape=(len(texts), self.buckets))
         m.sum_duplicates()
         return m
+
+
+FEATURE_VERSION = 1   # bump when HashedNgrams.features or the normaliser changes: cached rows go stale
+
+
+def cached_matrix(grams: HashedNgrams, texts: list[str], cache_dir) -> tuple[sparse.csr_matrix, dict]:
+    """``grams.matrix(texts)`` with the rows of texts seen before read from a store under
+    ``cache_dir/dsir/`` (keyed by text content, like the embeddings: a pool's features are
+    computed once, across rounds, pools and runs); only new texts are hashed, then stored."""
+    if cache_dir is None:
+        return grams.matrix(texts), {"cached": 0, "computed": len(texts)}
+    from evalsuite.records import content_hash
+
+    path = Path(cache_dir) / "dsir" / f"ngrams-b{grams.buckets}-v{FEATURE_VERSION}.npz"
+    keys = [content_hash(t) for t in texts]
+    index: dict[str, int] = {}
+    store = None
+    if path.exists():
+        try:   # one file holds the matrix and its row keys: written by one atomic rename
+            with np.load(path, allow_pickle=False) as z:
+                store = sparse.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
+                index = {str(k): i for i, k in enumerate(z["keys"])}
+            if store.shape != (len(index), grams.buckets):
+                store, index = None, {}
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:   # a torn or foreign file: recompute, never fail on a cache
+            log.warning("dsir feature cache %s unreadable (%s): recomputing", path, e)
+            store, index = None, {}
+    new = list(dict.fromkeys(k for k in keys if k not in index))
+    if new:
+        text_of = dict(zip(keys, texts))
+        add = grams.matrix([text_of[k] for k in new])
+        store = add if store is None else sparse.vstack([store, add], format="csr")
+        index.update({k: len(index) + j for j, k in enumerate(new)})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, data=store.data, indices=store.indices, indptr=store.indptr,
+                 shape=np.asarray(store.shape), keys=np.asarray(list(index)))
+        os.replace(tmp, path)
+    rows = np.fromiter((index[k] for k in keys), dtype=np.int64, count=len(keys))
+    out = store[rows] if len(rows) else sparse.csr_matrix((0, grams.buckets))
+    return out, {"cached": len(set(keys)) - len(new), "computed": len(new)}
 
 
 def smoothed(counts: np.ndarray, alpha: float) -> np.ndarray:

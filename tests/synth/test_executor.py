@@ -38,6 +38,60 @@ def test_local_map_keeps_order_and_counts():
         ExecutorConfig(workers=0)
 
 
+def test_local_map_is_a_datasets_map_cached_by_key_and_content(tmp_path):
+    """With a key and a cache dir the map's Arrow output is read back for the same items (the function
+    is not even built); other items or another key recompute; without a key nothing is cached."""
+    built = []
+
+    def make():
+        built.append(1)
+        return lambda xs: [{"n": len(x["messages"][0]["content"]), "vec": [0.5, float(i)]} for i, x in enumerate(xs)]
+
+    recs = _records(30)
+    first = map_batches(recs, make, ExecutorConfig(batch_size=8), cache_dir=tmp_path, key="k/v1")
+    assert len(built) == 1 and not first.cached and len(list((tmp_path / "maps").glob("*.arrow"))) == 1
+    again = map_batches(recs, make, ExecutorConfig(batch_size=8), cache_dir=tmp_path, key="k/v1")
+    assert again.results == first.results and again.cached and len(built) == 1 and again.nodes == {"local": 30}
+    map_batches(recs[:-1], make, ExecutorConfig(batch_size=8), cache_dir=tmp_path, key="k/v1")   # other items
+    map_batches(recs, make, ExecutorConfig(batch_size=8), cache_dir=tmp_path, key="k/v2")        # another function
+    assert len(built) == 3 and len(list((tmp_path / "maps").glob("*.arrow"))) == 3
+    plain = map_batches(recs, make, ExecutorConfig(batch_size=8), cache_dir=tmp_path)          # no key: no cache
+    assert len(built) == 4 and plain.results == first.results and not plain.cached
+    assert len(list((tmp_path / "maps").glob("*.arrow"))) == 3
+    with pytest.raises(ValueError, match="results for a batch"):
+        map_batches(recs, lambda: (lambda xs: xs[:-1]), ExecutorConfig(batch_size=8))
+    assert map_batches([], make).results == []
+
+
+def test_union_dedup_keys_are_read_back_from_the_map_cache(tmp_path):
+    from evalsuite.records import write_jsonl
+
+    write_jsonl(tmp_path / "p.jsonl", _records(40))
+    cfg = PoolConfig(source=str(tmp_path / "p.jsonl"), min_turns=2)
+    a = load_union(cfg, [], tmp_path / "c")
+    b = load_union(cfg, [], tmp_path / "c")
+    assert a.dedup["cached"] is False and b.dedup["cached"] is True
+    assert [r["id"] for r in a.records] == [r["id"] for r in b.records] and len(a.records) == 20
+
+
+def test_teacher_as_a_local_map_on_the_loaded_teacher(tmp_path):
+    """Locally MappedLLM runs the batches as a datasets map on the process's teacher: same tags and usage."""
+    from synth.executor import MappedLLM
+    from synth.llm import LLMConfig, load_llm
+    from synth.tagging import TagConfig, tag_texts
+
+    texts = {f"t{i}": f"Compute {i} + {i * 3} and explain the python function for item {i}." for i in range(12)}
+    teacher = LLMConfig(backend="fake", model="builtin")
+    direct_llm, loaded = load_llm(teacher), load_llm(teacher)
+    direct, _ = tag_texts(direct_llm, texts, TagConfig(), tmp_path / "a.jsonl")
+    mapped = MappedLLM(teacher, ExecutorConfig(), loaded)
+    via_map, stats = tag_texts(mapped, texts, TagConfig(), tmp_path / "b.jsonl")
+    assert via_map == direct and stats["parse_failures"] == 0
+    assert mapped.usage == direct_llm.usage == loaded.usage and mapped.nodes == {"local": 12}
+    with pytest.raises(ValueError, match="pass llm"):
+        MappedLLM(teacher, ExecutorConfig())
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -376,3 +376,23 @@ def test_tag_histogram_term_pulls_selection_toward_the_target_tags(tmp_path):
     assert on["by_part"]["dsir"] >= 4 and off["by_part"]["dsir"] == 0
     assert sum(i % 4 == 0 for i in on_ids) > sum(i % 4 == 0 for i in off_ids)
     assert off["kl_tags_selected"] > on["kl_tags_selected"]
+
+
+def test_dsir_features_cached_by_content_across_calls(tmp_path):
+    """The n-gram rows of texts seen before are read from the store: same matrix, only new texts hashed;
+    a torn store file is recomputed, not an error."""
+    from synth.select import HashedNgrams, cached_matrix
+
+    grams = HashedNgrams(500)
+    texts = [f"how do I sort list number {i} in python" for i in range(20)]
+    m1, s1 = cached_matrix(grams, texts, tmp_path)
+    later = texts[5:][::-1] + ["a brand new question about rust", texts[0]]
+    m2, s2 = cached_matrix(grams, later, tmp_path)
+    assert s1 == {"cached": 0, "computed": 20} and s2 == {"cached": 16, "computed": 1}
+    assert (m1 != grams.matrix(texts)).nnz == 0 and (m2 != grams.matrix(later)).nnz == 0
+    store = next((tmp_path / "dsir").glob("*.npz"))
+    store.write_bytes(store.read_bytes()[:100])
+    m3, s3 = cached_matrix(grams, texts, tmp_path)
+    assert s3["computed"] == 20 and (m3 != m1).nnz == 0
+    m4, s4 = cached_matrix(HashedNgrams(300), texts, tmp_path)      # other buckets: another store
+    assert s4["computed"] == 20 and m4.shape == (20, 300)
