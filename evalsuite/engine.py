@@ -183,6 +183,23 @@ def plan_batches(lengths: Sequence[int], max_batch: int, new_tokens: int) -> lis
     return groups[::-1]
 
 
+def budget_batches(lengths: Sequence[int], budget: int, longest_first: bool = False) -> list[list[int]]:
+    """Indices sorted by length (ties by index; ``longest_first`` descending), cut into batches
+    whose padded size, rows x the batch's longest, stays within ``budget`` tokens (one row at least).
+    The one planner of every scoring pass: CT2 ``forward_batch`` / ``score_batch`` and IFD's
+    transformers forward."""
+    n = len(lengths)
+    order = sorted(range(n), key=lambda i: (-lengths[i] if longest_first else lengths[i], i))
+    groups, start = [], 0
+    while start < n:
+        end = start + 1
+        while end < n and (end - start + 1) * max(lengths[order[start]], lengths[order[end]], 1) <= budget:
+            end += 1
+        groups.append(order[start:end])
+        start = end
+    return groups
+
+
 MIN_SHARED = 8  # shortest common prefix worth forwarding once for the whole batch
 
 
@@ -366,13 +383,9 @@ class Engine:
         from tqdm.auto import tqdm
 
         seqs = [list(c) + list(x) for c, x in pairs]
-        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
         result: list[tuple[float, bool]] = [(0.0, False)] * len(seqs)
         bar = tqdm(total=len(seqs), desc=desc, unit="req", leave=False)
-        pos = 0
-        while pos < len(order):
-            width = len(seqs[order[pos]])  # the longest of this batch (sorted descending)
-            idx = order[pos:pos + max(1, LOGPROB_BUDGET // max(width, 1))]
+        for idx in budget_batches([len(q) for q in seqs], LOGPROB_BUDGET, longest_first=True):
             lp = np.asarray(self.generator.forward_batch([seqs[i] for i in idx], return_log_probs=True))
             for row, i in enumerate(idx):
                 n_cont, L = len(pairs[i][1]), len(seqs[i])
@@ -381,7 +394,6 @@ class Engine:
                 target = np.asarray(seqs[i][L - n_cont:])
                 total = float(pred[np.arange(n_cont), target].sum())
                 result[i] = (total, bool((pred.argmax(-1) == target).all()))
-            pos += len(idx)
             bar.update(len(idx))
         bar.close()
         return result
@@ -396,14 +408,7 @@ class Engine:
 
         if not seqs:
             return []
-        order = sorted(range(len(seqs)), key=lambda i: (len(seqs[i]), i))
-        groups, start = [], 0
-        while start < len(order):   # widths grow along ``order``: a batch's last sequence is its widest
-            end = start + 1
-            while end < len(order) and (end - start + 1) * len(seqs[order[end]]) <= batch_tokens:
-                end += 1
-            groups.append(order[start:end])
-            start = end
+        groups = budget_batches([len(q) for q in seqs], batch_tokens)   # a batch's last sequence is its widest
         costs = [len(g) * len(seqs[g[-1]]) for g in groups]
         self.stats["score_batches"] = self.stats.get("score_batches", 0) + len(groups)
         pending = [(groups[gi], self.generators[r].score_batch(

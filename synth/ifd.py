@@ -95,8 +95,14 @@ class IFDScorer:
     def _prefixes(self, user: str) -> tuple[list[int], list[int]]:
         turn = [{"role": "user", "content": user}]
         with_prompt = self.tok.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
-        header = with_prompt[len(self.tok.apply_chat_template(turn, tokenize=False)):]
-        return self._ids(with_prompt)[-self.max_prompt:], self._ids(header)
+        header = self._ids(with_prompt[len(self.tok.apply_chat_template(turn, tokenize=False)):])
+        if not header:   # a template without an assistant header: the answer alone starts after BOS/EOS
+            start = self.tok.bos_token_id if self.tok.bos_token_id is not None else self.tok.eos_token_id
+            if start is None:
+                raise ValueError(f"IFD scorer {self.name}: its chat template has no assistant header and "
+                                 "the tokenizer no BOS/EOS token to condition the answer alone on")
+            header = [start]
+        return self._ids(with_prompt)[-self.max_prompt:], header
 
     def score_many(self, recs: list[dict]) -> list[float]:
         """IFD of each record's first exchange (inf without one); unseen ones scored in batches and cached."""
@@ -147,20 +153,13 @@ class IFDScorer:
             self.stats["forward_batches"] += self.engine.stats["score_batches"] - before
             # log_probs[t] is token t+1's: the answer's are at len(p)-1 .. len(p)+len(a)-2
             return {k: -sum(lp[len(p) - 1: len(p) - 1 + len(a)]) / len(a) for (k, p, a), lp in zip(seqs, lps)}
-        order = sorted(range(len(seqs)), key=lambda s: len(seqs[s][1]) + len(seqs[s][2]))
+        from evalsuite.engine import budget_batches
+
         out: dict[tuple[int, int], float] = {}
-        start = 0
-        while start < len(order):
-            end = start + 1   # the longest sequence of a batch is its last: widths grow
-            while end < len(order):
-                s = seqs[order[end]]
-                if (end - start + 1) * (len(s[1]) + len(s[2])) > self.batch_tokens:
-                    break
-                end += 1
-            batch = [seqs[order[s]] for s in range(start, end)]
-            for s, v in zip(range(start, end), self._nll([(p, a) for _, p, a in batch])):
-                out[seqs[order[s]][0]] = v
-            start = end
+        for group in budget_batches([len(p) + len(a) for _, p, a in seqs], self.batch_tokens):
+            batch = [seqs[i] for i in group]
+            for (k, _, _), v in zip(batch, self._nll([(p, a) for _, p, a in batch])):
+                out[k] = v
         return out
 
     def _nll(self, pairs: list[tuple[list[int], list[int]]]) -> list[float]:

@@ -144,3 +144,46 @@ def test_auto_replicas_one_per_core_on_cpu(tiny_model_path, monkeypatch):
     e = Engine(tiny_model_path, quantization="int8", threads=2)  # a thread count set: cores // threads
     assert (e.replicas, e.threads) == (2, 2)
     e.close()
+
+
+def _grow_ascending(lengths, budget):
+    """The rule score_batch and IFD's forward used before the shared planner (the reference)."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    groups, start = [], 0
+    while start < len(order):
+        end = start + 1
+        while end < len(order) and (end - start + 1) * lengths[order[end]] <= budget:
+            end += 1
+        groups.append(order[start:end])
+        start = end
+    return groups
+
+
+def _widest_first(lengths, budget):
+    """The rule the engine's loglikelihood used before the shared planner (the reference)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    groups, pos = [], 0
+    while pos < len(order):
+        idx = order[pos:pos + max(1, budget // max(lengths[order[pos]], 1))]
+        groups.append(idx)
+        pos += len(idx)
+    return groups
+
+
+def test_budget_batches_is_the_rule_each_scoring_pass_had():
+    """One planner for forward_batch, score_batch and IFD's transformers forward gives exactly the
+    batches each built before (so eval and IFD scores are unchanged), within the padded budget."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from evalsuite.engine import budget_batches
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.integers(1, 300), max_size=60), st.integers(1, 2000))
+    def check(lengths, budget):
+        asc, desc = budget_batches(lengths, budget), budget_batches(lengths, budget, longest_first=True)
+        assert asc == _grow_ascending(lengths, budget) and desc == _widest_first(lengths, budget)
+        for groups in (asc, desc):
+            assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+            assert all(len(g) == 1 or len(g) * max(lengths[i] for i in g) <= budget for g in groups)
+    check()

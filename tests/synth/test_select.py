@@ -396,3 +396,19 @@ def test_dsir_features_cached_by_content_across_calls(tmp_path):
     assert s3["computed"] == 20 and (m3 != m1).nnz == 0
     m4, s4 = cached_matrix(HashedNgrams(300), texts, tmp_path)      # other buckets: another store
     assert s4["computed"] == 20 and m4.shape == (20, 300)
+
+
+def test_ifd_with_a_template_without_an_assistant_header(tiny_model_path, tmp_path):
+    """A chat template that adds no assistant header: the answer alone is conditioned on BOS/EOS, not
+    scored from a slice at -1."""
+    import math
+
+    from synth.ifd import IFDScorer
+
+    scorer = IFDScorer(tiny_model_path, cache_dir=tmp_path, engine="hf")
+    scorer.tok.chat_template = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
+    cond, alone = scorer._prefixes("Tell me about sorting.")
+    start = scorer.tok.bos_token_id if scorer.tok.bos_token_id is not None else scorer.tok.eos_token_id
+    assert alone == [start] and len(cond) > 1
+    got = scorer.score_many([rec("Tell me about sorting.", "Sorting puts items in order.", rid="pool:t:1")])
+    assert math.isfinite(got[0]) and got[0] > 0
