@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=2024)
     ap.add_argument("--model", default="embedded:smollm2-135m-instruct")
     ap.add_argument("--backend", default="hf", choices=["hf", "ct2"],
-                    help="hf: the default teacher backend; ct2: the compiled CPU engine (same weights, faster)")
+                    help="hf: fp32 transformers; ct2: the compiled CPU engine (same weights, faster; the loop's teacher runs it at int8)")
     ap.add_argument("--quantization", default="float32", help="ct2 weights (float32 reproduces hf's greedy text)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=16)
