@@ -122,8 +122,8 @@ def embed_texts(texts: Sequence[str], model: str = DEFAULT_EMBEDDER, batch_size:
     """(len(texts), dim) float32 L2-normalised embeddings; with ``cache_path`` (a folder),
     texts embedded before by the same model are read back instead of recomputed. ``executor``
     (``synth.executor.ExecutorConfig`` with ``kind: ray``) embeds the new texts as a Ray Data
-    map, else as ``datasets`` maps here, a shard at a time; ``report`` receives where they were embedded (items per node) and how long it took."""
-
+    map, else as ``datasets`` maps here, a shard at a time; ``report`` receives where they were
+    embedded (items per node) and how long it took."""
     texts = [t[:MAX_CHARS] for t in texts]
     keys = [text_key(t, model) for t in texts]
     index: dict[str, int] = {}
@@ -162,6 +162,7 @@ def embed_texts(texts: Sequence[str], model: str = DEFAULT_EMBEDDER, batch_size:
             if "enc" not in loaded:
                 loaded["enc"] = load_embedder(model, device)
             return lambda ts: list(_encode(loaded["enc"], ts, batch_size))
+
         local = ExecutorConfig(kind="local", batch_size=batch_size * 8)
         t0 = time.time()
         for s in range(0, len(todo), SHARD_ROWS):

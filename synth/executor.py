@@ -17,7 +17,8 @@ The pool-wide maps that use it: embedding the texts the index lacks (``synth.emb
 content keys of the union's cross-pool dedup (``synth.pools``) and the teacher's tagging of the
 pool sample (``MappedLLM``: the LLM protocol over ``map_batches``; on Ray each worker loads its
 own copy of the teacher). IFD is not among them: it scores only the candidates a selection
-reaches, a few at a time, on the engine's per-core replicas. Ray is an optional extra (``pip install -e '.[ray]'``).
+reaches, a few at a time, on the engine's per-core replicas. Ray is an optional extra
+(``pip install -e '.[ray]'``).
 """
 from __future__ import annotations
 

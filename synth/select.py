@@ -85,7 +85,7 @@ def cached_matrix(grams: HashedNgrams, texts: list[str], cache_dir) -> tuple[spa
                 index = {str(k): i for i, k in enumerate(z["keys"])}
             if store.shape != (len(index), grams.buckets):
                 store, index = None, {}
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:   # a torn or foreign file: recompute, never fail on a cache
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:   # torn or foreign: recompute
             log.warning("dsir feature cache %s unreadable (%s): recomputing", path, e)
             store, index = None, {}
     new = list(dict.fromkeys(k for k in keys if k not in index))
