@@ -135,6 +135,13 @@ def embed_texts(texts: Sequence[str], model: str = DEFAULT_EMBEDDER, batch_size:
     todo = sorted({k: i for i, k in enumerate(keys) if k not in index}.values(),
                   key=lambda i: len(texts[i]))  # similar lengths per batch: less padding
     new: dict[str, np.ndarray] = {}
+
+    def keep(chunk: list[int], vecs) -> None:   # a shard of new vectors: kept, and stored when cached
+        for i, v in zip(chunk, vecs):
+            new[keys[i]] = np.asarray(v, dtype=np.float32)
+        if folder is not None:
+            shards.append(_write_shard(folder, [keys[i] for i in chunk], np.stack([new[keys[i]] for i in chunk])))
+
     if todo and executor is not None and executor.kind == "ray":
         import functools
 
@@ -142,11 +149,7 @@ def embed_texts(texts: Sequence[str], model: str = DEFAULT_EMBEDDER, batch_size:
 
         res = map_batches([texts[i] for i in todo], functools.partial(_encoder, model, device, batch_size), executor)
         for s in range(0, len(todo), SHARD_ROWS):
-            chunk = todo[s:s + SHARD_ROWS]
-            for i, v in zip(chunk, res.results[s:s + SHARD_ROWS]):
-                new[keys[i]] = np.asarray(v, dtype=np.float32)
-            if folder is not None:
-                shards.append(_write_shard(folder, [keys[i] for i in chunk], np.stack([new[keys[i]] for i in chunk])))
+            keep(todo[s:s + SHARD_ROWS], res.results[s:s + SHARD_ROWS])
         if report is not None:
             report.update(executor="ray", embedded=len(todo), nodes=dict(res.nodes), seconds=res.seconds)
         log.info("embedded %d texts with ray in %.1f s over %d node(s)", len(todo), res.seconds, len(res.nodes))
@@ -167,12 +170,8 @@ def embed_texts(texts: Sequence[str], model: str = DEFAULT_EMBEDDER, batch_size:
         t0 = time.time()
         for s in range(0, len(todo), SHARD_ROWS):
             chunk = todo[s:s + SHARD_ROWS]
-            res = map_batches([texts[i] for i in chunk], make_fn, local,
-                              desc=f"embed {s + len(chunk)}/{len(todo)}")  # the store caches by content
-            for i, v in zip(chunk, res.results):
-                new[keys[i]] = np.asarray(v, dtype=np.float32)
-            if folder is not None:
-                shards.append(_write_shard(folder, [keys[i] for i in chunk], np.stack([new[keys[i]] for i in chunk])))
+            keep(chunk, map_batches([texts[i] for i in chunk], make_fn, local,   # the store caches by content
+                                    desc=f"embed {s + len(chunk)}/{len(todo)}").results)
         dt = time.time() - t0
         log.info("embedded %d texts in %.1f s (%.0f texts/s); %d cached or repeated", len(todo), dt,
                  len(todo) / max(dt, 1e-9), len(texts) - len(todo))
