@@ -12,11 +12,13 @@ records matching its fine tags or its failed items) instead of the teacher's pro
 evolved along one random dimension and compliance-checked (a seed whose evolution fails is
 eliminated, counted by reason), then answered and verified like a proposal.
 
-The round's budget is split by impact (``allocate``): ``per_deficiency`` × the served
-deficiencies records and as many ``teacher_tokens_per_deficiency`` tokens, each deficiency
-getting 1 record plus a share of the rest in proportion to its impact (largest remainder; equal
-shares when no impact is known), and the same share of the tokens. Attempts repeat until every
-quota is met, its teacher-token budget is spent, or ``max_attempts``. A share of the kept records grows into 2..``max_turns``-turn dialogues with
+The round's budget (``synth.budget``): ``max(per_deficiency × served, per_round)`` records and
+``teacher_tokens_per_deficiency`` × served tokens, each deficiency getting 1 record plus a share
+of the rest in proportion to its impact (largest remainder; equal shares when no impact is
+known), and the same share of the tokens. Attempts repeat until every quota is met, its
+teacher-token budget is spent, or ``max_attempts``; between them the budget follows yield (a
+deficiency done or dry hands its unspent tokens and unmet quota to those that yield), and each
+attempt's prompts are sized by the deficiency's measured verified records per prompt. A share of the kept records grows into 2..``max_turns``-turn dialogues with
 role-play users, every turn verified (``synth.multiturn``). Every step and filter is counted
 (``synth.ledger``); every record carries its provenance: each step's raw teacher prompt and
 output, the deficiency it serves and its verification result.
@@ -35,6 +37,7 @@ from typing import Literal, Sequence
 from evalsuite.records import content_hash, make_record, write_jsonl
 from synth import evolve as evolve_mod
 from synth import gate, multiturn, propose, verify_if
+from synth.budget import Budget, allocate  # noqa: F401  (allocate: the split, importable here as before)
 from synth.decontam import EvalIndex
 from synth.kinds import DEFAULT_TASK_KINDS, VERIFIABLE, check_kinds, kind_of
 from synth.ledger import Ledger
@@ -53,9 +56,13 @@ TEMPLATES = (*propose.TEMPLATES, "evolve", "evolve_check", "solve", "pot", "solv
 class SynthConfig:
     top_k: int = 5                 # deficiencies served, in rank order
     per_deficiency: int = 4        # quota: records kept per served deficiency per round
-    oversample: float = 2.0        # instruction prompts per missing record, per attempt
+    per_round: int = 0             # quota of the round at least (split by impact like per_deficiency x served)
+    oversample: float = 2.0        # instruction prompts per missing record, until a deficiency's yield is measured
+    max_prompts_per_attempt: int = 32  # instruction prompts per deficiency per attempt at most (0 = no cap)
     max_attempts: int = 3          # propose-answer-verify passes while a quota is unmet
     teacher_tokens_per_deficiency: int = 60000  # est. teacher tokens (prompt+output chars/4) per deficiency; 0 = no limit
+    follow_yield: bool = True      # between attempts, done/dry deficiencies hand unspent tokens and quota to yielding ones
+    dry_after: int = 1             # attempts with no kept record that make a deficiency dry
     task_kinds: dict = field(default_factory=lambda: dict(DEFAULT_TASK_KINDS))  # eval task or scorer -> instruction|code|math|other
     train_unverified: Literal["none", "unverifiable", "all"] = "unverifiable"  # unverified records written: none; judge-passed ones of kinds without a verifier; also failed ones
     samples_per_instruction: int = 4  # k answers per instruction (verifiable kinds; 1 otherwise)
@@ -107,23 +114,6 @@ def _sampling(max_new: int, temperature: float, seed: int, stop=()) -> Sampling:
     return Sampling(max_new_tokens=max_new, temperature=temperature, seed=seed, stop=list(stop))
 
 
-def allocate(defs: list[dict], total: int) -> dict[str, int]:
-    """``total`` records over ``defs`` by impact: 1 each (the floor), the rest in proportion to
-    ``impact`` by largest remainder (ties to the higher-ranked); equal weights when no deficiency
-    has a positive impact. Fewer records than deficiencies still give each its 1."""
-    if not defs:
-        return {}
-    imp = [max(float(d.get("impact") or 0.0), 0.0) for d in defs]
-    if sum(imp) <= 0:
-        imp = [1.0] * len(defs)
-    rest = max(total - len(defs), 0)
-    raw = [rest * w / sum(imp) for w in imp]
-    share = [math.floor(x) for x in raw]
-    for i in sorted(range(len(defs)), key=lambda i: (-(raw[i] - share[i]), i))[: rest - sum(share)]:
-        share[i] += 1
-    return {d["id"]: 1 + k for d, k in zip(defs, share)}
-
-
 # ------------------------------------------------------------------ the stage
 def synthesize(llm: LLM, deficiencies: list[dict], cfg: SynthConfig, round_idx: int, out_path: Path,
                seed: int, avoid_texts: Sequence[str] = (), task_scorers: dict[str, str] | None = None,
@@ -146,20 +136,23 @@ def synthesize(llm: LLM, deficiencies: list[dict], cfg: SynthConfig, round_idx: 
     contam = EvalIndex(list(avoid_texts), n=cfg.decontam_n)
     trainable = [d for d in served if kinds[d["id"]] in VERIFIABLE or cfg.train_unverified != "none"]
     kept: dict[str, list[dict]] = {d["id"]: [] for d in served}
-    # the round's records and tokens, split over the deficiencies that can use them, by impact
-    quota = allocate(trainable, cfg.per_deficiency * len(served))
-    total_tokens = cfg.teacher_tokens_per_deficiency * len(served)
-    budget = {k: math.ceil(total_tokens * q / max(sum(quota.values()), 1)) for k, q in quota.items()}
+    # the round's records and tokens, split over the deficiencies that can use them, by impact;
+    # between attempts they follow yield (synth.budget)
+    plan = Budget(trainable, len(served), cfg.per_deficiency, cfg.per_round, cfg.teacher_tokens_per_deficiency)
+    quota = plan.quota
     seeds_left = {d["id"]: list((pool_seeds or {}).get(d["id"], [])) for d in trainable}
-    attempts: Counter = Counter()
+    moved: Counter = Counter()
     for attempt in range(cfg.max_attempts):
-        wants = [(d, kinds[d["id"]], math.ceil((quota[d["id"]] - len(kept[d["id"]])) * cfg.oversample))
-                 for d in trainable if len(kept[d["id"]]) < quota[d["id"]]
-                 and not (budget[d["id"]] and ledger.tokens[d["id"]] >= budget[d["id"]])]
+        counts = {k: len(v) for k, v in kept.items()}
+        if attempt and cfg.follow_yield:
+            moved.update(plan.follow_yield(counts, ledger.tokens, cfg.dry_after))
+        n_of = plan.wants(counts, ledger.tokens, cfg.oversample, cfg.max_prompts_per_attempt)
+        wants = [(d, kinds[d["id"]], n_of[d["id"]]) for d in trainable if d["id"] in n_of]
         if not wants:
             break
         s = seed + 1000 * attempt
-        attempts.update(d["id"] for d, _, _ in wants)
+        for d, _, n in wants:
+            plan.sent(d["id"], n)
         picks = []   # (deficiency, kind, pool seeds) standing in for a share of its proposals
         for d, kind, n in wants:
             k = min(len(seeds_left[d["id"]]), math.floor(n * cfg.pool_seed_share + 0.5))
@@ -176,6 +169,8 @@ def synthesize(llm: LLM, deficiencies: list[dict], cfg: SynthConfig, round_idx: 
         gate.answer(ledger, items, cfg, s + 2)
         gate.verify(ledger, items, cfg, s + 3)
         _accept(ledger, items, kept, quota, cfg, contam)
+        log.info("synthesize attempt %d: %s", attempt + 1, ", ".join(
+            f"{d['id']} {len(kept[d['id']])}/{quota[d['id']]} ({ledger.tokens[d['id']]} tokens)" for d in trainable))
 
     accepted = [it for d in served for it in kept[d["id"]]]
     grow = [it for it in accepted if rng.random() < cfg.multiturn_share]
@@ -197,13 +192,14 @@ def synthesize(llm: LLM, deficiencies: list[dict], cfg: SynthConfig, round_idx: 
              "tokens_per_kept_record": round(total / n, 1) if n else None,
              "kinds": {d["id"]: kinds[d["id"]] for d in served},
              "by_deficiency": {d["id"]: {"kind": kinds[d["id"]], "records": len(kept[d["id"]]),
-                                         "quota": quota.get(d["id"], 0), "token_budget": budget.get(d["id"], 0),
+                                         **plan.report(d["id"], len(kept[d["id"]]), ledger.tokens[d["id"]]),
                                          "impact": d.get("impact"),
                                          "pool_seeds": len((pool_seeds or {}).get(d["id"], [])),
                                          "verified": sum(it["check"].verifies for it in kept[d["id"]]),
-                                         "attempts": attempts[d["id"]], "tokens": ledger.tokens[d["id"]],
+                                         "tokens": ledger.tokens[d["id"]],
                                          "skipped": d not in trainable}
                                for d in served},
+             "reallocated": dict(moved) or {"quota": 0, "tokens": 0},
              "steps": ledger.steps, "filters": ledger.filters, "multiturn": mt,
              "seconds": round(time.time() - t0, 1)}
     stats["records_per_minute"] = round(60 * n / max(time.time() - t0, 1e-6), 2)
