@@ -19,7 +19,7 @@ _CUES = [
     re.compile(r"####\s*(" + _NUM + ")"),
     re.compile(r"\\boxed\{\s*(" + _NUM + r")\s*\}"),
     re.compile(r"(?:final answer|the answer)\s*(?:is|:|=)?\s*[:=]?\s*\**\s*(" + _NUM + ")", re.I),
-    re.compile(r"^\s*\**answer\**\s*[:=]\s*\**\s*(" + _NUM + ")", re.I | re.M),
+    re.compile(r"^[ \t]*\**answer\**\s*[:=]\s*\**\s*(" + _NUM + ")", re.I | re.M),
 ]
 _ANY_NUM = re.compile(_NUM)
 

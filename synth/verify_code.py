@@ -44,7 +44,7 @@ def fenced_or_continued(answer: str, looks_like_code) -> str | None:
 
 
 def parse_solution(answer: str) -> str | None:
-    code = fenced_or_continued(answer, lambda t: re.search(r"(?m)^\s*(def|import|from|class)\s", t))
+    code = fenced_or_continued(answer, lambda t: re.search(r"(?m)^[ \t]*(def|import|from|class)\s", t))
     return code.strip() if code and code.strip() else None
 
 
@@ -58,7 +58,7 @@ def parse_tests(answer: str) -> str | None:
 
 def why_invalid(tests: str, name: str, min_asserts: int) -> str | None:
     """Why a test set cannot judge a solution (without running it), or None."""
-    if re.search(rf"(?m)^\s*def\s+{re.escape(name)}\b", tests):
+    if re.search(rf"(?m)^[ \t]*def\s+{re.escape(name)}\b", tests):
         return "tests_define_function"
     calls = [ln for ln in tests.splitlines() if re.search(rf"\b{re.escape(name)}\s*\(", ln)]
     if not calls:

@@ -155,7 +155,7 @@ def render_instruction(request: str, constraints: list[dict]) -> str:
 
 # ------------------------------------------------------------------ repairs
 def _sentences(text: str) -> list[str]:
-    flat = " ".join(re.sub(r"(?m)^\s*(?:[*-]|\d+[.)])\s+", "", text).split())
+    flat = " ".join(re.sub(r"(?m)^[ \t]*(?:[*-]|\d+[.)])\s+", "", text).split())
     return [s for s in re.split(r"(?<=[.!?])\s+", flat) if s.strip()]
 
 
