@@ -37,7 +37,7 @@ from typing import Literal, Sequence
 from evalsuite.records import content_hash, make_record, write_jsonl
 from synth import evolve as evolve_mod
 from synth import gate, multiturn, propose, verify_if
-from synth.budget import Budget, allocate  # noqa: F401  (allocate: the split, importable here as before)
+from synth.budget import Budget
 from synth.decontam import EvalIndex
 from synth.kinds import DEFAULT_TASK_KINDS, VERIFIABLE, check_kinds, kind_of
 from synth.ledger import Ledger

@@ -201,7 +201,7 @@ def test_the_diagnosed_mistake_reaches_every_kinds_synthesis_prompt(tmp_path):
 
 
 def test_allocate_splits_the_round_by_impact_with_a_floor_of_one():
-    from synth.generate import allocate
+    from synth.budget import allocate
 
     defs = [{"id": "a", "impact": 0.6}, {"id": "b", "impact": 0.3}, {"id": "c", "impact": 0.0}]
     assert allocate(defs, 12) == {"a": 7, "b": 4, "c": 1}      # 1 each + 9 split 6:3:0
