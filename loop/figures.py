@@ -279,12 +279,14 @@ def stage_times(run_dir: Path) -> dict[str, dict[str, float]]:
     return out
 
 
-def _teacher_tokens(summary: dict) -> int | None:
-    """Teacher tokens when a stage summary records them (``teacher_tokens``, or prompt + completion)."""
-    if isinstance(summary.get("teacher_tokens"), (int, float)):
-        return int(summary["teacher_tokens"])
-    if isinstance(summary.get("prompt_tokens"), (int, float)) and isinstance(summary.get("completion_tokens"), (int, float)):
-        return int(summary["prompt_tokens"] + summary["completion_tokens"])
+def teacher_tokens(summary: dict) -> int | None:
+    """Teacher tokens a stage summary records: the backend's count (``teacher``: prompt + completion,
+    what tag, diagnose and synthesize write), else ``teacher_tokens`` or top-level prompt + completion."""
+    for d in (summary.get("teacher"), summary):
+        if isinstance(d, dict) and all(isinstance(d.get(k), (int, float)) for k in ("prompt_tokens", "completion_tokens")):
+            return int(d["prompt_tokens"] + d["completion_tokens"])
+        if d is summary and isinstance(summary.get("teacher_tokens"), (int, float)):
+            return int(summary["teacher_tokens"])
     return None
 
 
@@ -307,7 +309,7 @@ def cost(run_dir: Path, r: int, outcome: Path | None = None) -> dict:
         outcome = run_dir / info["outcome"] if info else None
     count, how = token_counter(run_dir)
     teacher = [_done(run_dir, where, s) for s in TEACHER_STAGES]
-    toks = [_teacher_tokens(d.get("summary", {})) for d in teacher]
+    toks = [teacher_tokens(d.get("summary", {})) for d in teacher]
     tr = _done(run_dir, where, "train").get("summary", {})
     out = {"round": r, "teacher_s": round(sum(d.get("wall_s", 0.0) for d in teacher), 2),
            "teacher_tokens": sum(toks) if toks and all(t is not None for t in toks) else None,

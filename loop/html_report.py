@@ -273,7 +273,9 @@ def _cost(run_dir: Path, per_round: list[dict], totals: dict) -> str:
              _f(c.get("delta_test_points"), "{:+.2f}"), _f(c.get("points_per_teacher_hour"), "{:+.1f}", "–")]
             for c in per_round]
     tot = lambda k: sum(c.get(k) or 0 for c in per_round)  # noqa: E731
-    crow.append(["<b>run</b>", _f(totals.get("teacher_s"), "{:.1f}"), "", f"{tot('eval_s'):.1f}",
+    toks = [c.get("teacher_tokens") for c in per_round]
+    crow.append(["<b>run</b>", _f(totals.get("teacher_s"), "{:.1f}"),
+                 f"{sum(toks):,}" if toks and None not in toks else "", f"{tot('eval_s'):.1f}",
                  f"{tot('eval_tokens'):,}", f"{tot('train_s'):.1f}", f"{tot('train_tokens'):,}", f"{tot('control_s'):.1f}",
                  _f(totals.get("delta_test_points"), "{:+.2f}"), _f(totals.get("points_per_teacher_hour"), "{:+.1f}", "–")])
     counted = per_round[0]["tokens_counted_by"] if per_round else ""

@@ -493,8 +493,8 @@ def _track(rd: RunDir, tracker: Tracker, p: dict, outcome: Path) -> None:
         "train/tokens_per_s": tr.summary.get("tokens_per_s"),
         **{f"time/{k}": v for k, v in p["walls"].items()},
         # teacher cost per stage: tokens the backend processed (prompt + completion)
-        **{f"teacher_tokens/{k}": st[k].summary["teacher"]["prompt_tokens"] + st[k].summary["teacher"]["completion_tokens"]
-           for k in ("tag", "diagnose", "synthesize") if "teacher" in st[k].summary},
+        **{f"teacher_tokens/{k}": n for k in ("tag", "diagnose", "synthesize")
+           if (n := figures.teacher_tokens(st[k].summary)) is not None},
     })
     cur = read_jsonl(outcome / "samples.jsonl")
     vs_start = paired_diff(read_jsonl(p["start"] / "samples.jsonl"), cur, overall=True)

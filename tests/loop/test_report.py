@@ -113,10 +113,13 @@ def test_report_is_self_contained_and_holds_the_round_figures(smoke_run, report_
         for arm, want in (("targeted", done["target_tokens"]), ("control", done["tokens"])):
             assert sum(int(x[5].replace(",", "")) for x in mix if x[:2] == [str(r), arm]) == want
     assert {x[2] for x in mix if x[1] == "targeted"} == {"synth", "pool"}
-    # cost: teacher time from the stage DONEs; the scripted teacher is too fast for points per hour
+    # cost: teacher time and tokens (the backend's prompt + completion count) from the stage DONEs;
+    # the scripted teacher is too fast for points per hour
     cost = next(x for x in p.table("round", "teacher (s)") if x[0] == "0")
-    walls = sum(read_json(run_dir / "round_000" / s / "DONE")["wall_s"] for s in ("tag", "diagnose", "synthesize"))
-    assert float(cost[1]) == pytest.approx(walls, abs=0.06) and cost[2] == "not recorded" and cost[9] == "–"
+    dones = [read_json(run_dir / "round_000" / s / "DONE") for s in ("tag", "diagnose", "synthesize")]
+    toks = sum(d["summary"]["teacher"]["prompt_tokens"] + d["summary"]["teacher"]["completion_tokens"] for d in dones)
+    assert float(cost[1]) == pytest.approx(sum(d["wall_s"] for d in dones), abs=0.06) and cost[9] == "–"
+    assert toks > 0 and cost[2] == f"{toks:,}"
     assert int(cost[4].replace(",", "")) > 0 and int(cost[6].replace(",", "")) > 0    # eval and train tokens
     assert "Test</b> items are not tagged" in html   # the tag heatmap says where test items' tags come from
 
