@@ -280,14 +280,13 @@ def stage_times(run_dir: Path) -> dict[str, dict[str, float]]:
 
 
 def teacher_tokens(summary: dict) -> int | None:
-    """Teacher tokens a stage summary records: the backend's count (``teacher``: prompt + completion,
-    what tag, diagnose and synthesize write), else ``teacher_tokens`` or top-level prompt + completion."""
-    for d in (summary.get("teacher"), summary):
-        if isinstance(d, dict) and all(isinstance(d.get(k), (int, float)) for k in ("prompt_tokens", "completion_tokens")):
-            return int(d["prompt_tokens"] + d["completion_tokens"])
-        if d is summary and isinstance(summary.get("teacher_tokens"), (int, float)):
-            return int(summary["teacher_tokens"])
-    return None
+    """Teacher tokens a stage recorded: the backend's prompt + completion count (``teacher``, what
+    tag, diagnose and synthesize write), else the stage's own ``teacher_tokens``."""
+    usage = summary.get("teacher") or {}
+    if all(isinstance(usage.get(k), (int, float)) for k in ("prompt_tokens", "completion_tokens")):
+        return int(usage["prompt_tokens"] + usage["completion_tokens"])
+    n = summary.get("teacher_tokens")
+    return int(n) if isinstance(n, (int, float)) else None
 
 
 def eval_tokens(eval_dir: Path, count: Callable[[dict], int]) -> int:
