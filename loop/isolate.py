@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import functools
 import json
 import os
 import pickle
@@ -28,18 +29,21 @@ class StageFailed(RuntimeError):
     pass
 
 
-def die_with_parent() -> None:
-    """``preexec_fn``: the child gets SIGKILL when its parent dies (Linux PR_SET_PDEATHSIG)."""
+def die_with_parent(parent: int | None = None) -> None:
+    """``preexec_fn``: the child gets SIGKILL when its parent dies (Linux PR_SET_PDEATHSIG). Given the
+    parent's pid, a child whose parent died before the signal was armed exits at once."""
     try:
         import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
     except OSError:
-        pass
+        return
+    if parent is not None and os.getppid() != parent:
+        os._exit(137)
 
 
 def _preexec():
-    return die_with_parent if sys.platform.startswith("linux") else None
+    return functools.partial(die_with_parent, os.getpid()) if sys.platform.startswith("linux") else None
 
 
 def call(fn: Callable, *args: Any, **kwargs: Any) -> Any:
@@ -60,8 +64,7 @@ def call(fn: Callable, *args: Any, **kwargs: Any) -> Any:
             raise StageFailed(f"{name} failed in its subprocess:\n{value}")
         return value
     finally:
-        shutil.rmtree(td, ignore_errors=True)
-        lock.close()
+        _release_call_dir(td, lock)
 
 
 class Worker:
@@ -129,26 +132,39 @@ def _serve(fd_in: int, fd_out: int) -> int:
             out.flush()
 
 
-# A call's temp folder holds a lock (flock) for as long as the call runs; the kernel drops it when
-# the loop dies, so a folder whose lock can be taken was left by a killed loop and is removed.
+# A call's temp folder holds a POSIX record lock (lockf) for as long as the call runs; the kernel
+# drops it when the loop dies, so a folder whose lock can be taken was left by a killed loop and is
+# removed. Not flock: a flock is shared with a forked child until it execs, so a loop killed while
+# starting a call's child left a folder that looked live. A record lock is never inherited, but the
+# owner loses it on closing any descriptor of the file, so the loop's own folders are never probed.
 _CALL_PREFIX = "synthloop-call-"
+_OURS: set[Path] = set()
 
 
 def _locked_call_dir() -> tuple[Path, Any]:
     """A new call folder, already locked when it appears under its final name."""
     new = Path(tempfile.mkdtemp(prefix="synthloop-new-"))
     lock = open(new / ".lock", "w")
-    fcntl.flock(lock, fcntl.LOCK_EX)            # subprocesses do not inherit it (close_fds)
+    fcntl.lockf(lock, fcntl.LOCK_EX)
     final = new.with_name(_CALL_PREFIX + new.name[len("synthloop-new-"):])
     os.rename(new, final)
+    _OURS.add(final)
     return final, lock
+
+
+def _release_call_dir(folder: Path, lock) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+    lock.close()
+    _OURS.discard(folder)
 
 
 def _remove_abandoned_call_dirs() -> None:
     for folder in Path(tempfile.gettempdir()).glob(_CALL_PREFIX + "*"):
+        if folder in _OURS:
+            continue
         try:
-            with open(folder / ".lock") as fh:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with open(folder / ".lock", "a") as fh:
+                fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 shutil.rmtree(folder, ignore_errors=True)
         except OSError:                         # running (locked), another user's, or gone already
             continue

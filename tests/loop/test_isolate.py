@@ -80,6 +80,44 @@ def test_a_killed_callers_temp_folder_is_removed_by_the_next_call(tmp_path, monk
             killed.kill()
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_a_folder_left_by_a_loop_killed_while_forking_a_child_is_removed(tmp_path, monkeypatch):
+    """A loop killed between fork and exec of a call's child leaves that child holding the loop's
+    descriptors for a while; the folder must not look live because of it (the CI flake of stop 20)."""
+    caller = ("import os, signal, time\n"
+              "from loop import isolate\n"
+              "folder, lock = isolate._locked_call_dir()\n"
+              "pid = os.fork()\n"
+              "if pid == 0:\n"
+              "    null = os.open(os.devnull, os.O_WRONLY)\n"
+              "    os.dup2(null, 1); os.dup2(null, 2)\n"  # keeps the lock's descriptor, not the pipes
+              "    time.sleep(30)\n"
+              "    os._exit(0)\n"
+              "print(pid, flush=True)\n"
+              "os.kill(os.getpid(), signal.SIGKILL)\n")
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", caller], cwd=Path(__file__).resolve().parents[2], env=env,
+                         capture_output=True, text=True)
+    child = int(out.stdout)
+    try:
+        assert out.returncode == -9 and _running(child) and len(_call_dirs(tmp_path)) == 1
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+        isolate._remove_abandoned_call_dirs()
+        assert not _call_dirs(tmp_path)
+    finally:
+        os.kill(child, 9)
+
+
+def test_a_child_whose_parent_died_before_the_death_signal_was_armed_exits():
+    probe = "from loop.isolate import die_with_parent\ndie_with_parent(1)\nprint('alive')\n"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=Path(__file__).resolve().parents[2],
+                         capture_output=True, text=True)
+    if sys.platform.startswith("linux"):
+        assert out.returncode == 137 and "alive" not in out.stdout
+    else:
+        assert out.returncode == 0
+
+
 def test_a_worker_keeps_its_state_between_calls_and_reports_failures():
     with isolate.Worker() as w:
         pid = w.call(os.getpid)
