@@ -43,10 +43,14 @@ WORDS = ["math", "arithmetic", "long division", "I'm sorry", "the answer is 7", 
          "Coding", "Other", "", " ", "\t", "…", "数学", "e\u0301", "\u200b", "\x00", "\ud800", "12", "x" * 40]
 
 json_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=20))
-json_value = st.recursive(json_leaf, lambda kids: st.lists(kids, max_size=4)
-                          | st.dictionaries(st.sampled_from(["tags", "fine", "category", "macro", "ability",
-                                                             "missing_ability", "error", "x"]) | st.text(max_size=5),
-                                            kids, max_size=4), max_leaves=12)
+# Strategies take named functions, never lambdas: to describe a lambda Hypothesis re-parses this
+# file's source, and on CI that parse once raised SystemError inside ast.parse (a FlakyFailure).
+def _json_containers(kids):
+    key = st.sampled_from(["tags", "fine", "category", "macro", "ability", "missing_ability", "error", "x"])
+    return st.lists(kids, max_size=4) | st.dictionaries(key | st.text(max_size=5), kids, max_size=4)
+
+
+json_value = st.recursive(json_leaf, _json_containers, max_leaves=12)
 
 
 @st.composite
@@ -86,7 +90,7 @@ def line(draw):
     return draw(raw_text)
 
 
-structured = st.lists(line(), max_size=12).map(lambda ls: "\n".join(ls))
+structured = st.lists(line(), max_size=12).map("\n".join)
 teacher_text = st.one_of(raw_text, structured)
 
 
@@ -106,10 +110,19 @@ def test_parse_json(text, want):
 
 
 prose = st.text(st.characters(codec=None, categories=None, exclude_characters='{}[]"`'), max_size=40)
+
+
+def _any_key_containers(kids):
+    return st.lists(kids, max_size=4) | st.dictionaries(st.text(any_char, max_size=8), kids, max_size=4)
+
+
+def _is_container(v) -> bool:
+    return isinstance(v, (dict, list))
+
+
 json_container = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(any_char, max_size=20)),
-    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(any_char, max_size=8), kids, max_size=4),
-    max_leaves=12).filter(lambda v: isinstance(v, (dict, list)))
+    _any_key_containers, max_leaves=12).filter(_is_container)
 
 
 @FUZZ
@@ -173,11 +186,17 @@ def test_with_prefill(prefill, answer, has_prefill):
 def _answers(prefill: str, keys: list[str]):
     """What a stage parses: the prefill joined to an arbitrary or near-miss continuation; near
     misses use the stage's own keys (bold, other separators, values that are chat or numbers)."""
+    def key_line(t):
+        return f"{t[0]}{t[1]}{t[0].strip()}{t[2]}{t[3]}"
+
+    def prefilled(t):
+        return with_prefill(msgs, t)
+
     own_line = st.tuples(st.sampled_from(["", "**", " ", "- "]), st.sampled_from(keys), st.sampled_from(SEPS),
-                         value_text).map(lambda t: f"{t[0]}{t[1]}{t[0].strip()}{t[2]}{t[3]}")
+                         value_text).map(key_line)
     own = st.lists(st.one_of(own_line, own_line, line()), min_size=1, max_size=6).map("\n".join)
     msgs = [{"role": "user", "content": "q"}, {"role": "assistant", "content": prefill}]
-    return st.one_of(teacher_text, own).map(lambda t: with_prefill(msgs, t)) | teacher_text
+    return st.one_of(teacher_text, own).map(prefilled) | teacher_text
 
 
 @FUZZ
@@ -248,11 +267,19 @@ def test_parse_followup(answer):
 
 
 # ------------------------------------------------------------------ synth/verify.py (teacher answers)
+def _nines(n: int) -> str:
+    return "9" * n
+
+
+def _answer_line(t) -> str:
+    return t[0] + t[1] + ("}" if t[0] == "\\boxed{" else "") + " " + t[2]
+
+
 number = st.one_of(st.integers().map(str), st.floats(allow_nan=False, allow_infinity=False).map(repr),
-                   st.integers(1, 700).map(lambda n: "9" * n), st.sampled_from(["1/0", "$1,000.", "-0", "1e5", "3/4"]))
+                   st.integers(1, 700).map(_nines), st.sampled_from(["1/0", "$1,000.", "-0", "1e5", "3/4"]))
 numeric_answer = st.one_of(teacher_text, st.tuples(st.sampled_from(["The answer is ", "#### ", "\\boxed{", "Answer: ",
                                                                     "x = ", ""]), number, teacher_text)
-                           .map(lambda t: t[0] + t[1] + ("}" if t[0] == "\\boxed{" else "") + " " + t[2]))
+                           .map(_answer_line))
 
 
 @FUZZ
@@ -342,15 +369,23 @@ def test_judge_parse_score(answer):
     assert score is None or (type(score) is int and 1 <= score <= 5)
 
 
+def _no_score_word(t: str) -> bool:
+    return "score" not in t.lower()
+
+
 @FUZZ
 @given(st.text(st.characters(codec=None, categories=None, exclude_categories=["Nd"]), max_size=60)
-       .filter(lambda t: "score" not in t.lower()), st.integers(1, 5), st.sampled_from(["", "\n", " out of 5", ".", "/5"]))
+       .filter(_no_score_word), st.integers(1, 5), st.sampled_from(["", "\n", " out of 5", ".", "/5"]))
 def test_judge_parse_score_reads_the_score_line(prefix, k, suffix):
     """Whatever comes before it, ``Score: k`` is the score."""
     assert judge.parse_score(f"{prefix}\nScore: {k}{suffix}") == k
 
 
-identifier = st.from_regex(r"\A[A-Za-z_][A-Za-z0-9_]{0,12}\Z").filter(lambda n: not keyword.iskeyword(n))
+def _not_keyword(n: str) -> bool:
+    return not keyword.iskeyword(n)
+
+
+identifier = st.from_regex(r"\A[A-Za-z_][A-Za-z0-9_]{0,12}\Z").filter(_not_keyword)
 test_lines = st.lists(st.one_of(line(), st.tuples(st.sampled_from(["assert ", "  assert ", "def ", "", "print("]),
                                                    st.sampled_from(["{n}(", "{n} (", "x{n}(", "{n}_2(", "{n}"]),
                                                    value_text, st.sampled_from([")", ") == 1", ") != [", ")) in x", ""]))

@@ -32,8 +32,21 @@ text = st.one_of(st.sampled_from(["", " ", "hi", "What is 2+2?", "4.", "\n\t", "
 words = st.one_of(st.sampled_from(["What is 2+2?", "4.", "Write a haiku.", "Sure: ...", "数学", " padded  "]),
                   st.text(st.characters(codec=None, categories=None), min_size=1, max_size=25))
 leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), text)
-garbage = st.recursive(leaf, lambda kids: st.lists(kids, max_size=3) | st.dictionaries(text, kids, max_size=3),
-                       max_leaves=8)
+# Strategies take named functions, never lambdas: to describe a lambda Hypothesis re-parses this
+# file's source, and on CI such a parse once raised SystemError inside ast.parse (a FlakyFailure).
+def _containers(kids):
+    return st.lists(kids, max_size=3) | st.dictionaries(text, kids, max_size=3)
+
+
+def _sharegpt(turns) -> dict:
+    return {"conversations": turns}
+
+
+def _sharegpt_x(turns) -> dict:
+    return {"conversations": turns, "id": "x"}
+
+
+garbage = st.recursive(leaf, _containers, max_leaves=8)
 USERS = ["human", "user", "Human", "USER"]
 ASSISTANTS = ["gpt", "assistant", "chatgpt", "bing", "bard", "model", "GPT"]
 UNKNOWN = ["narrator", "tool", "", "function", "system"]
@@ -147,7 +160,15 @@ def test_each_row_is_a_valid_record_a_counted_drop_or_a_named_error(r, cfg):
 
 
 # rows that mostly convert, with few distinct ids: same id with other content, same content twice
-clean_row = st.builds(lambda turns, rid: {"conversations": turns, **({"id": rid} if rid else {})},
+def _row_with_id(turns, rid) -> dict:
+    return {"conversations": turns, **({"id": rid} if rid else {})}
+
+
+def _insert_row(t) -> list:
+    return t[0] if t[1] is None else t[0][:t[2]] + [t[1]] + t[0][t[2]:]
+
+
+clean_row = st.builds(_row_with_id,
                       conversation(("from", "value"), garbage_ok=False,
                                    texts=st.sampled_from(["What is 2+2?", "4.", "Hi", "Write a haiku.", ""])),
                       st.sampled_from([None, "a", "b", "a:0", ""]))
@@ -155,7 +176,7 @@ clean_row = st.builds(lambda turns, rid: {"conversations": turns, **({"id": rid}
 
 @FUZZ
 @given(st.tuples(st.lists(clean_row, max_size=8), st.one_of(st.none(), row()), st.integers(0, 8))
-       .map(lambda t: t[0] if t[1] is None else t[0][:t[2]] + [t[1]] + t[0][t[2]:]), configs)
+       .map(_insert_row), configs)
 def test_many_rows_ids_unique_and_every_row_accounted_for(rows, cfg):
     stats: Counter = Counter()
     out = []
@@ -178,7 +199,7 @@ def test_many_rows_ids_unique_and_every_row_accounted_for(rows, cfg):
 @st.composite
 def jsonl_lines(draw):
     """The lines of a JSON lines file: rows, blank lines, cut-off or corrupted JSON, raw bytes."""
-    good = st.one_of(conversation(("from", "value"), garbage_ok=False).map(lambda t: {"conversations": t}), row())
+    good = st.one_of(conversation(("from", "value"), garbage_ok=False).map(_sharegpt), row())
     lines = []
     for _ in range(draw(st.integers(1, 8))):
         kind = draw(st.integers(0, 9))
@@ -244,8 +265,8 @@ def test_jsonl_file_gives_records_or_a_record_error_naming_file_and_line(lines):
 
 @st.composite
 def json_array_file(draw):
-    items = draw(st.lists(st.one_of(conversation(("from", "value"), garbage_ok=False).map(
-        lambda t: {"conversations": t, "id": "x"}), row()), max_size=6))
+    items = draw(st.lists(st.one_of(conversation(("from", "value"), garbage_ok=False).map(_sharegpt_x),
+                                     row()), max_size=6))
     blob = json.dumps(items, indent=draw(st.sampled_from([None, 2]))).encode()
     cut = draw(st.sampled_from(["whole", "cut", "garbage"]))
     if cut == "cut":
