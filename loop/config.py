@@ -43,7 +43,8 @@ class TrackingConfig:
 @dataclass
 class StopConfig:
     patience: int = 0           # stop after this many measured students without a dev gain; 0 = never early
-    min_delta: float = 0.005    # a dev gain smaller than this counts as none (dev only: test never decides)
+    min_delta: float = 0.005    # a gain is the paired change on dev items: at least this, with its 95% CI
+                                # above 0 (dev only: test never decides)
 
 
 @dataclass

@@ -69,8 +69,8 @@ def run(cfg: Config, run_dir: Path) -> dict:
             if pending:
                 _track(rd, tracker, pending, outcome=ev.dir)
             pending = None
-            # decisions on dev only: stop when the last `patience` students brought no dev gain
-            if _plateaued([mean_score(read_json(m["dir"] / "results.json"), "dev") for m in measured], cfg):
+            # decisions on dev only: stop when the last `patience` students brought no paired dev gain
+            if _plateaued(measured, cfg):
                 log.info("dev score plateaued; stopping before round %d's teacher work", r)
                 rd.update_state(stopped_reason="plateau (dev)")
                 break
@@ -522,20 +522,33 @@ def _track(rd: RunDir, tracker: Tracker, p: dict, outcome: Path) -> None:
     rd.update_state(rounds=rounds, current_round=r)
 
 
-def _plateaued(dev_scores: list[float], cfg: Config) -> bool:
-    """No dev gain of at least ``min_delta`` in the last ``patience`` measured students over the best
-    before them (the dev items are the same each time, so this is the paired change's estimate)."""
+def _plateaued(measured: list[dict], cfg: Config) -> bool:
+    """True when none of the last ``patience`` measured students gained on dev over the best student
+    before them (chosen as ``_hand_over`` chooses: dev mean). A gain is the paired change on the dev
+    items both scored, over all tasks: at least ``min_delta``, with its paired bootstrap 95% CI above
+    zero — a change the measurement can tell from noise. Test never enters."""
     p = cfg.stop.patience
-    if p <= 0 or len(dev_scores) <= p:
+    if p <= 0 or len(measured) <= p:
         return False
-    return max(dev_scores[-p:]) < max(dev_scores[:-p]) + cfg.stop.min_delta
+    ref = _best_on_dev(measured[:-p])
+    before = read_jsonl(ref["dir"] / "samples.jsonl")
+    for m in measured[-p:]:
+        d = paired_diff(before, read_jsonl(m["dir"] / "samples.jsonl"), split="dev", overall=True).get("_all")
+        if d and d["diff"] >= cfg.stop.min_delta and d["ci_low"] > 0:
+            return False
+    return True
+
+
+def _best_on_dev(measured: list[dict]) -> dict:
+    """The student with the best dev mean (the earliest of equals)."""
+    devs = [mean_score(read_json(m["dir"] / "results.json"), "dev") for m in measured]
+    return measured[max(range(len(devs)), key=lambda i: (devs[i], -i))]
 
 
 def _hand_over(measured: list[dict]) -> dict:
     """The best student on dev (the earliest of equals); test is reported, never used to choose."""
-    rows = [(m, read_json(m["dir"] / "results.json")) for m in measured]
-    best, res = rows[max(range(len(rows)), key=lambda i: (mean_score(rows[i][1], "dev"), -i))]
-    last = rows[-1][1]
+    best = _best_on_dev(measured)
+    res, last = read_json(best["dir"] / "results.json"), read_json(measured[-1]["dir"] / "results.json")
     return {"adapter": best["adapter"], "chosen_by": "dev mean", "measured_at": best["where"],
             "dev_mean": mean_score(res, "dev"), "test_mean": mean_score(res),
             "last_adapter": measured[-1]["adapter"], "last_test_mean": mean_score(last)}
