@@ -9,6 +9,7 @@ from pathlib import Path
 from evalsuite.records import read_json, read_jsonl
 from evalsuite.samples import mean_score
 from evalsuite.stats import paired_diff
+from loop import figures
 from loop.artifacts import RunDir
 
 log = logging.getLogger(__name__)
@@ -76,18 +77,16 @@ def round_table(st: dict) -> list[str]:
     out = ["| round | task | targeted | control | targeted − control [95% CI] | p (McNemar) | MDE | "
            "vs start [95% CI] | |", "|---|---|---|---|---|---|---|---|---|"]
     for r, info in sorted(st.get("rounds", {}).items(), key=lambda kv: int(kv[0])):
-        vs_c, vs_s = info.get("vs_control", {}), info.get("vs_start", {})
+        vs_c, vs_s, flagged = info.get("vs_control", {}), info.get("vs_start", {}), figures.flags(info)
         for task in sorted(vs_s, key=lambda t: (t == "_all", t)):
             name = "**all items**" if task == "_all" else task
             tgt = info["scores"].get("test/mean" if task == "_all" else f"test/{task}")
             ctl = (info.get("control_scores") or {}).get("test/mean" if task == "_all" else f"test/{task}")
             c = vs_c.get(task)
             p = "" if not c or c["p_mcnemar"] is None else f"{c['p_mcnemar']:.3f}"
-            flag = [w for w, d in (("regression", vs_s.get(task)), ("below control", c))
-                    if d and d["ci_high"] < 0]
             out.append(f"| {r} | {name} | {tgt:.3f} | {'' if ctl is None else f'{ctl:.3f}'} | "
                        f"{_ci(c) if c else ''} | {p} | "
-                       f"{(c or vs_s[task])['mde']:.3f} | {_ci(vs_s[task])} | {', '.join(flag)} |")
+                       f"{(c or vs_s[task])['mde']:.3f} | {_ci(vs_s[task])} | {', '.join(flagged[task])} |")
     return out
 
 

@@ -139,6 +139,57 @@ def test_regressions_are_flagged(smoke_run, tmp_path):
     assert "no regressions" not in html
 
 
+def test_points_per_teacher_hour_from_the_stage_times(smoke_run, tmp_path):
+    """Cost per point: the round's test-mean change in points over its teacher stages' hours, per round
+    and for the run (the handed-over student over the base); None below a minute of teacher time."""
+    from loop import figures
+
+    run_dir, _ = smoke_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("wandb", "adapter"))
+    for stage, wall in (("tag", 600.0), ("diagnose", 1200.0), ("synthesize", 1800.0)):   # one teacher hour
+        done = read_json(copy / "round_000" / stage / "DONE")
+        write_json(copy / "round_000" / stage / "DONE", {**done, "wall_s": wall})
+    c0 = figures.cost(copy, 0)
+    assert c0["teacher_s"] == 3600.0
+    outcome = copy / read_json(copy / "state.json")["rounds"]["0"]["outcome"]
+    start = read_json(copy / "round_000" / "eval" / "results.json")
+    want = round(100 * (figures.mean_score(read_json(outcome / "results.json")) - figures.mean_score(start)), 3)
+    assert c0["delta_test_points"] == want and c0["points_per_teacher_hour"] == pytest.approx(want)
+    c1 = figures.cost(copy, 1)        # round 1's teacher stages still take seconds: no rate
+    assert c1["teacher_s"] < figures.MIN_TEACHER_S and c1["points_per_teacher_hour"] is None
+    total = figures.cost_total(copy, [c0, c1])
+    fin = read_json(copy / "state.json")["final"]
+    pts = round(100 * (fin["test_mean"] - figures.mean_score(start)), 3)
+    assert total["delta_test_points"] == pts
+    assert total["points_per_teacher_hour"] == pytest.approx(pts / ((3600.0 + c1["teacher_s"]) / 3600), abs=1e-3)
+
+
+def _change(diff: float, low: float, high: float) -> dict:
+    return {"diff": diff, "ci_low": low, "ci_high": high, "n": 50, "b": 0, "c": 0, "p_mcnemar": 1.0, "mde": 0.1}
+
+
+def test_each_task_is_flagged_against_its_start_and_against_control():
+    """Per task, targeted or not: ``regression`` when the change over the round's start is below zero
+    beyond its CI, ``below control`` when the change over the control arm is; a CI touching 0 is no flag.
+    report.md's round table and the HTML report read the same flags."""
+    from loop.figures import flags
+    from loop.report import round_table
+
+    info = {"scores": {"test/mean": 0.3, "test/a": 0.2, "test/b": 0.4, "test/c": 0.3},
+            "control_scores": {"test/mean": 0.3, "test/a": 0.3, "test/b": 0.3, "test/c": 0.3},
+            "vs_start": {"a": _change(-0.1, -0.2, -0.01), "b": _change(0.1, 0.0, 0.2), "c": _change(-0.1, -0.2, 0.0),
+                         "_all": _change(0.0, -0.05, 0.05)},
+            "vs_control": {"a": _change(-0.1, -0.2, 0.01), "b": _change(-0.2, -0.3, -0.1), "c": _change(0.0, -0.1, 0.1),
+                           "_all": _change(0.0, -0.05, 0.05)}}
+    assert flags(info) == {"a": ["regression"], "b": ["below control"], "c": [], "_all": []}
+    assert flags({k: v for k, v in info.items() if k != "vs_control"}) == {
+        "a": ["regression"], "b": [], "c": [], "_all": []}              # a run without a control arm
+    rows = {line.split(" | ")[1]: line for line in round_table({"rounds": {"0": info}})[2:]}
+    assert rows["a"].endswith("| regression |") and rows["b"].endswith("| below control |")
+    assert rows["c"].endswith("|  |") and rows["**all items**"].endswith("|  |")
+
+
 def test_report_of_a_live_run(smoke_run, tmp_path):
     """The report reads whatever files exist: a run still in round 0 (evaluated and tagged, nothing
     trained or tracked yet) gets its base scores and stage times, and says what is missing."""
@@ -336,6 +387,11 @@ def test_wandb_offline_run_holds_tables_cost_and_artifacts(smoke_run):
                 assert {row[0] for row in table["data"]} == {step}
         for k in ("cost/teacher_s", "cost/train_tokens", "cost/eval_tokens", "cost/eval_s", "test/mean"):
             assert k in h, f"step {step}: no {k}"
+        # targeted minus control per task and over all items: state.json's paired differences
+        vs_control = st["rounds"][str(step)]["vs_control"]
+        assert {t for t in vs_control} == {k.split("/", 1)[1] for k in h if k.startswith("targeted_minus_control/")}
+        for task, d in vs_control.items():
+            assert json.loads(h[f"targeted_minus_control/{task}"]) == pytest.approx(d["diff"])
         # the retrieve summary's KL pair, as the round's stage wrote it
         rt = read_json(run_dir / f"round_{step:03d}" / "retrieve" / "DONE")["summary"]
         for k in ("kl_target_selected", "kl_target_random"):
