@@ -54,8 +54,10 @@ class Config:
     rounds: int = 2
     cache_dir: str = ".cache/synthloop"  # converted models, embeddings, pool cache (shared by runs)
     # random: each round also trains, from the same start and with the same hyperparameters, on
-    # random pool records of the targeted mix's token count, evaluated on the same items; none: off
-    control: Literal["random", "none"] = "random"
+    # random pool records of the targeted mix's token count, evaluated on the same items;
+    # untargeted: the same, its data synthesized without the diagnosis (one stand-in deficiency per
+    # task, named by its kind alone) and topped up with random pool records; none: off
+    control: Literal["random", "untargeted", "none"] = "random"
     student: StudentConfig = field(default_factory=StudentConfig)
     teacher: LLMConfig = field(default_factory=LLMConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -19,8 +19,8 @@ from evalsuite.samples import mean_score, sample_key, split_rows
 log = logging.getLogger(__name__)
 
 TEACHER_STAGES = ("tag", "diagnose", "synthesize")
-ROUND_STAGES = ("eval", "tag", "diagnose", "synthesize", "retrieve", "mix", "train",
-                "control_data", "control_train", "control_eval")
+CONTROL_STAGES = ("control_synth", "control_data", "control_train", "control_eval")   # control_synth: untargeted only
+ROUND_STAGES = ("eval", "tag", "diagnose", "synthesize", "retrieve", "mix", "train", *CONTROL_STAGES)
 UNTAGGED = "(untagged)"
 MIN_TEACHER_S = 60.0   # points per teacher-hour needs at least this much teacher time to mean anything
 
@@ -314,7 +314,7 @@ def cost(run_dir: Path, r: int, outcome: Path | None = None) -> dict:
            "teacher_tokens": sum(toks) if toks and all(t is not None for t in toks) else None,
            "train_s": _done(run_dir, where, "train").get("wall_s"), "train_tokens": tr.get("tokens_seen"),
            "control_s": round(sum(_done(run_dir, where, s).get("wall_s", 0.0)
-                                  for s in ("control_data", "control_train", "control_eval")), 2),
+                                  for s in CONTROL_STAGES), 2),
            "tokens_counted_by": how}
     start = run_dir / where / "eval" / "results.json"
     if outcome is not None and (Path(outcome) / "results.json").exists() and start.exists():

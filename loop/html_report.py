@@ -39,7 +39,7 @@ code{background:#f4f4f4;padding:0 3px;border-radius:3px}
 
 # teacher stages in reds, the student's eval blue, training green, the control arm in oranges
 STAGE_COLORS = {"eval": "#1f6fb4", "tag": "#f4a582", "diagnose": "#d6604d", "synthesize": "#b2182b",
-                "retrieve": "#8c6bb1", "mix": "#bdbdbd", "train": "#2ca02c", "control_data": "#fdd0a2",
+                "retrieve": "#8c6bb1", "mix": "#bdbdbd", "train": "#2ca02c", "control_synth": "#fee6ce", "control_data": "#fdd0a2",
                 "control_train": "#fdae6b", "control_eval": "#e6550d"}
 
 
@@ -66,6 +66,11 @@ def _table(head: list[str], rows: list[list[str]], num: set[int] = frozenset(), 
         out.append(f"<tr{cls}>" + "".join(f'<td class="num">{c}</td>' if j in num else f"<td>{c}</td>"
                                           for j, c in enumerate(row)) + "</tr>")
     return "".join(out) + "</table>"
+
+
+# what the control arm trained on, by the config's ``control``
+CONTROL_DATA = {"random": "random pool records", "none": "random pool records",
+                "untargeted": "records synthesized without the diagnosis, then random pool records"}
 
 
 def _config(run_dir: Path) -> dict:
@@ -105,7 +110,7 @@ def _header(run_dir: Path, st: dict, cfg: dict, totals: dict) -> str:
             f"{escape(str(teacher.get('model', '?')))}</code> · suite <code>{escape(str(suite))}</code> · "
             f"written {time.strftime('%Y-%m-%d %H:%M')}</div>"
             "<div class='note'>Round r is the adapter round r trained, measured at the start of round r+1 (or in "
-            "<code>final/</code>), next to its control arm (same start, same hyperparameters, random pool records of "
+            f"<code>final/</code>), next to its control arm (same start, same hyperparameters, {CONTROL_DATA[cfg.get('control', 'random')]} of "
             "the same token count). Scores are on the <b>test</b> items; decisions (plateau stop, the student handed "
             "over) use <b>dev</b> only.</div>"
             "<div class='cards'>" + "".join(f"<div class='card'><span>{escape(a)}</span><b>{b or '–'}</b>"
@@ -132,7 +137,7 @@ def _scores(run_dir: Path) -> str:
         panels.append(f"<div class='plotbox'>{svg.line_panel('mean over tasks' if task == 'mean' else task, labels, series, svg.score_range(vals), base)}</div>")
     has_control = any(p for t in ser["tasks"].values() for p in t["control"])
     leg = svg.legend([("targeted (this loop's data)", svg.TARGETED, "line")]
-                     + [("control (random pool, equal tokens)", svg.CONTROL, "dashed")] * has_control
+                     + [("control (equal tokens)", svg.CONTROL, "dashed")] * has_control
                      + [("base (round 0's start)", svg.BASE, "dotted")])
     return ("<h2>Scores per round (test items, 95% bootstrap CIs)</h2>"
             "<div class='note'>One panel per task: x is the student (base, then the adapter each round trained), "

@@ -121,14 +121,26 @@ def run(cfg: Config, run_dir: Path) -> dict:
                                                                out, adapter_in=adapter, history=list(history)),
                           keep_partial=True, on_done=done)
 
-            # 8. CONTROL: the same start, hyperparameters and token count, on random pool records;
-            #    evaluated on the same items. It never feeds the next round.
+            # 8. CONTROL: the same start, hyperparameters and token count, on random pool records
+            #    (untargeted: first the records synthesized without the diagnosis); evaluated on the
+            #    same items. It never feeds the next round.
             control = None
-            if cfg.control == "random":
+            if cfg.control in ("random", "untargeted"):
+                first = None
+                if cfg.control == "untargeted":
+                    with TeacherHost(cfg) as teacher:
+                        cs = rd.stage(r, "control_synth", [cfg.synthesize, cfg.teacher, cfg.seed, cfg.eval.suite,
+                                                           ev.fingerprint, *ext["synthesize"]],
+                                      lambda out: teacher.run(control_synth_stage, out, avoid=decontam, round_idx=r),
+                                      on_done=done)
+                    first = cs
                 cd = rd.stage(r, "control_data", [cfg.control, cfg.seed, cfg.mix, mx.fingerprint, cfg.retrieve.drop_rules,
-                                                     cfg.retrieve.split_long, cfg.train.max_seq_len, *ext["retrieve"]],
+                                                     cfg.retrieve.split_long, cfg.train.max_seq_len, *ext["retrieve"],
+                                                     first.fingerprint if first else None],
                               lambda out: control_data_stage(cfg, cache, student, mx.dir / "train_data.jsonl",
-                                                             decontam, r, out), on_done=done)
+                                                             decontam, r, out,
+                                                             first=first.dir / "records.jsonl" if first else None),
+                              on_done=done)
                 ct = rd.stage(r, "control_train", [cfg.train, cfg.student, cd.fingerprint, train_fp, *ext["train"]],
                               lambda out: isolate.train_subprocess(cfg.train, [cd.dir / "train_data.jsonl"], student,
                                                                    out, adapter_in=adapter, history=list(history)),
@@ -260,13 +272,18 @@ def synthesize_stage(cfg: Config, out: Path, deficiencies: Path, avoid: Path, ro
     rows = read_jsonl(avoid)
     avoid_texts = [row["text"] for row in rows]
     targets = {row["key"]: row["text"] for row in rows if row.get("field") == "target"}  # IFEval: the checkers
-    scorers = {t.name: t.metric or t.scoring_from or t.task or t.name for t in load_suite(cfg.eval.suite).tasks}
+    scorers = _task_scorers(cfg)
     seeds = _pool_seeds(cfg, defs[: cfg.synthesize.top_k], samples, tags)
     stats, cost = _with_teacher(cfg, lambda llm: synthesize(llm, defs, cfg.synthesize, round_idx, path,
                                                             seed=cfg.seed + round_idx, avoid_texts=avoid_texts,
                                                             task_scorers=scorers, eval_targets=targets,
                                                             pool_seeds=seeds))
     return {**stats, "teacher": cost}
+
+
+def _task_scorers(cfg: Config) -> dict[str, str]:
+    """Each suite task's scorer name (what decides its synthesis kind when the task name does not)."""
+    return {t.name: t.metric or t.scoring_from or t.task or t.name for t in load_suite(cfg.eval.suite).tasks}
 
 
 def _pool_seeds(cfg: Config, defs: list[dict], samples: Path | None, tags: Path | None) -> dict | None:
@@ -361,7 +378,8 @@ def mix_stage(cfg: Config, synthesized: Path, retrieved: Path, decontam: Path, o
 
 
 def control_data_stage(cfg: Config, cache: Path, student: str, targeted: Path, decontam: Path, round_idx: int,
-                       out: Path) -> dict:
+                       out: Path, first: Path | None = None) -> dict:
+    """``first``: the untargeted arm's synthesized records, offered before the random pool records."""
     from synth.control import random_control
     from synth.pools import load_union
     from synth.retrieve import token_counter
@@ -370,7 +388,19 @@ def control_data_stage(cfg: Config, cache: Path, student: str, targeted: Path, d
                           [row["text"] for row in read_jsonl(decontam)], cfg.mix, token_counter(student),
                           seed=cfg.seed + round_idx, out_path=out / "train_data.jsonl",
                           max_seq_len=cfg.train.max_seq_len, drop_rules=cfg.retrieve.drop_rules,
-                          split_long=cfg.retrieve.split_long)
+                          split_long=cfg.retrieve.split_long, first=read_records(first) if first else ())
+
+
+def control_synth_stage(cfg: Config, out: Path, avoid: Path, round_idx: int) -> dict:
+    """The untargeted control's synthesis: the synthesize stage's budget, verifiers and steps on
+    stand-in deficiencies that know the suite's tasks and nothing the diagnosis found."""
+    from synth.control import undiagnosed
+    from synth.kinds import task_kind
+
+    scorers = _task_scorers(cfg)
+    defs = undiagnosed(list(scorers), lambda name: task_kind(name, cfg.synthesize.task_kinds, scorers))
+    write_json(out / "deficiencies.json", {"deficiencies": defs, "untargeted": True})
+    return synthesize_stage(cfg, out, out / "deficiencies.json", avoid, round_idx)
 
 
 class TeacherHost:

@@ -54,3 +54,39 @@ def test_control_keeps_a_fitting_prefix_of_a_long_chat(tmp_path):
     assert s["kept_prefix"] == len(chosen) > 0
     assert all(len(r["messages"]) == 4 and count(r) <= 140 for r in chosen)
     assert s["tokens"] >= s["target_tokens"] > 240
+
+
+def test_untargeted_control_takes_its_synthesized_records_first_through_the_same_gates(tmp_path):
+    """``control: untargeted``: the records synthesized without the diagnosis come first, in order, each
+    through the gates a pool record passes; random pool records fill the rest of the token count."""
+    pool = [_rec(f"plain question {i}", words(20)) for i in range(40)]
+    synth = [_rec("synth one", words(30)), _rec(f"{LEAK} synth", words(10)), _rec("synth long", words(400)),
+             _rec("synth two", words(30))]
+    targeted = [_rec("t1", words(100)), _rec("t2", words(100))]
+    out = tmp_path / "control.jsonl"
+    s = random_control(pool, targeted, [LEAK], MixConfig(), count, seed=3, out_path=out, max_seq_len=150,
+                       drop_rules=default_rules(), first=synth)
+    chosen = read_records(out)
+    assert [r["id"] for r in chosen[:2]] == [synth[0]["id"], synth[3]["id"]]   # the contaminated and long ones gated
+    assert s["first_offered"] == 4 and s["first_taken"] == 2
+    assert s["dropped_contaminated"] == 1 and s["dropped_too_long"] == 1
+    assert all(r["id"].startswith(tuple(p["id"] for p in pool)) for r in chosen[2:])
+    assert s["tokens"] >= s["target_tokens"] and s["tokens"] - s["target_tokens"] < count(pool[0])
+    assert s["pool_records_drawn"] == len(chosen) - 2                          # synthesized ones are not pool draws
+    # a random control draws the same pool order: the untargeted one is that order after its own records
+    plain = random_control(pool, targeted, [LEAK], MixConfig(), count, seed=3, out_path=tmp_path / "r.jsonl",
+                           max_seq_len=150, drop_rules=default_rules())
+    assert [r["id"] for r in chosen[2:]] == [r["id"] for r in read_records(tmp_path / "r.jsonl")][:len(chosen) - 2]
+    assert plain["first_taken"] == 0
+
+
+def test_undiagnosed_deficiencies_know_only_the_tasks():
+    from synth.control import UNDIAGNOSED_ABILITY, undiagnosed
+
+    kinds = {"math_offline": "math", "ifeval_offline": "instruction", "humaneval_offline": "code", "mine": "other"}
+    defs = undiagnosed(list(kinds), kinds.get)
+    assert [d["tasks"] for d in defs] == [[t] for t in kinds]
+    assert [d["ability"] for d in defs] == [UNDIAGNOSED_ABILITY[k] for k in kinds.values()]
+    assert len({d["id"] for d in defs}) == 4 and {d["impact"] for d in defs} == {0.25}
+    for d in defs:   # nothing the diagnosis would have found
+        assert not (d["error"] or d["shortcut"] or d["examples"] or d["tags"] or d.get("evidence"))
